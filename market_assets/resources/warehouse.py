@@ -1,0 +1,313 @@
+"""The PostgreSQL warehouse: migrations, the one writer, and reads.
+
+Why one writer: every fact table is written the same way, so the guarantees hold everywhere:
+a partition write replaces exactly that partition's rows (for the symbols written) in ONE
+transaction with binary COPY, duplicate keys inside a batch are resolved before they reach the
+server, and a failure anywhere leaves the previous data in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+
+from market_assets.resources.pg_copy import SIGNATURE, TRAILER, encode_rows
+from market_assets.settings import SYMBOL_PATTERN
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+_MIGRATION_LOCK = 7_231_001  # pg_advisory_xact_lock key: one migrator at a time across processes
+_COPY_CHUNK = 8 << 20
+
+BAR_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("symbol", "text"),
+    ("ts", "timestamptz"),
+    ("session", "date"),
+    ("open", "float8"),
+    ("high", "float8"),
+    ("low", "float8"),
+    ("close", "float8"),
+    ("volume", "int8"),
+    ("trade_count", "int8"),
+    ("vwap", "float8"),
+    ("feed", "text"),
+    ("run_id", "text"),
+)
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+def to_conninfo(url: str) -> str:
+    """SQLAlchemy-style URLs (postgresql+psycopg://) -> a libpq URI psycopg understands."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    rows_written: int
+    rows_deleted: int
+    rows_quarantined: int
+
+
+def dedupe_last(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """ON CONFLICT and primary keys both fail on a repeated key in one batch: keep the last one."""
+    return frame.drop_duplicates(subset=list(key), keep="last")
+
+
+def _check_table(table: str) -> str:
+    if not _IDENTIFIER.match(table):
+        raise ValueError(f"not a schema-qualified table name: {table!r}")
+    return table
+
+
+def copy_frame(
+    conn: psycopg.Connection, table: str, frame: pd.DataFrame, columns: Sequence[tuple[str, str]]
+) -> int:
+    """Binary-COPY `frame` into `table` on an open transaction; returns the row count."""
+    if frame.empty:
+        return 0
+    column_list = ", ".join(name for name, _ in columns)
+    with conn.cursor() as cur, cur.copy(f"COPY {_check_table(table)} ({column_list}) FROM STDIN (FORMAT BINARY)") as cp:
+        cp.write(SIGNATURE)
+        for block in encode_rows(frame, columns):
+            for start in range(0, len(block), _COPY_CHUNK):
+                cp.write(block[start : start + _COPY_CHUNK])
+        cp.write(TRAILER)
+    return len(frame)
+
+
+def ensure_month_partitions(conn: psycopg.Connection, parent: str, ts: pd.Series) -> None:
+    """Create the monthly range partitions that a batch of timestamps needs (UTC months)."""
+    if ts.empty:
+        return
+    months = pd.to_datetime(ts, utc=True).dt.tz_localize(None).dt.to_period("M").unique()
+    schema, name = _check_table(parent).split(".")
+    for month in months:
+        lower = month.start_time.date()
+        upper = (month + 1).start_time.date()
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.{name}_{lower:%Y%m} PARTITION OF {schema}.{name} "
+            f"FOR VALUES FROM ('{lower}+00') TO ('{upper}+00')"
+        )
+
+
+class WarehouseResource(ConfigurableResource):
+    """The warehouse connection. `database_url` empty means the embedded PostgreSQL."""
+
+    database_url: str | None = None
+    data_home: str | None = None
+
+    _conninfo: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Every run starts on an up-to-date schema, whichever asset it materializes first."""
+        self.migrate()
+
+    def conninfo(self) -> str:
+        if self._conninfo is None:
+            if self.database_url:
+                self._conninfo = to_conninfo(self.database_url)
+            else:
+                from market_assets.embedded import WAREHOUSE_DB, ensure_postgres
+                from market_assets.settings import load_settings
+
+                home = Path(self.data_home) if self.data_home else load_settings().data_home
+                self._conninfo = ensure_postgres(home).conninfo(WAREHOUSE_DB)
+        return self._conninfo
+
+    @contextmanager
+    def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        try:
+            conn = psycopg.connect(self.conninfo(), autocommit=autocommit, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"cannot connect to the warehouse PostgreSQL: {exc}".strip()) from exc
+        with conn:
+            yield conn
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def migrate(self, sql_dir: Path = SQL_DIR) -> list[str]:
+        """Apply sql/*.sql in order, each once, recorded with its checksum; returns what was applied."""
+        applied: list[str] = []
+        files = sorted(sql_dir.glob("*.sql"))
+        with self.connect() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE SCHEMA IF NOT EXISTS market")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS market.schema_migrations ("
+                " version text PRIMARY KEY, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = dict(conn.execute("SELECT version, checksum FROM market.schema_migrations").fetchall())
+            for path in files:
+                text = path.read_text()
+                checksum = hashlib.sha256(text.encode()).hexdigest()
+                if path.name in done:
+                    if done[path.name] != checksum:
+                        raise RuntimeError(
+                            f"migration {path.name} changed after it was applied; add a new file instead"
+                        )
+                    continue
+                conn.execute(text)
+                conn.execute(
+                    "INSERT INTO market.schema_migrations (version, checksum) VALUES (%s, %s)",
+                    (path.name, checksum),
+                )
+                applied.append(path.name)
+        return applied
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def replace_partition(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        columns: Sequence[tuple[str, str]],
+        *,
+        key: Sequence[str],
+        sessions: tuple[date, date],
+        symbols: Sequence[str],
+        quarantine: pd.DataFrame | None = None,
+        dataset: str | None = None,
+        partition_key: str | None = None,
+        monthly_partitions: bool = False,
+    ) -> WriteResult:
+        """Replace the rows of `symbols` whose session is in `sessions` (inclusive) by `frame`.
+
+        One transaction: either the new rows (and their quarantine records) are all visible, or
+        the old ones still are. Quarantine records of the same dataset/partition/symbols are
+        replaced too, so a re-run does not pile up duplicates of the same rejected rows.
+        """
+        frame = dedupe_last(frame, key)
+        with self.connect() as conn:
+            if monthly_partitions:
+                ensure_month_partitions(conn, table, frame["ts"])
+            deleted = conn.execute(
+                f"DELETE FROM {_check_table(table)} WHERE session BETWEEN %s AND %s AND symbol = ANY(%s)",
+                (sessions[0], sessions[1], list(symbols)),
+            ).rowcount
+            written = copy_frame(conn, table, frame, columns)
+            quarantined = 0
+            if dataset is not None:
+                conn.execute(
+                    "DELETE FROM market.quarantine WHERE dataset = %s AND partition_key IS NOT DISTINCT FROM %s"
+                    # rows of an unrequested or malformed symbol belong to whoever re-runs the partition
+                    " AND (symbol IS NULL OR symbol = ANY(%s) OR symbol !~ %s)",
+                    (dataset, partition_key, list(symbols), SYMBOL_PATTERN.pattern),
+                )
+                if quarantine is not None and not quarantine.empty:
+                    quarantined = self._insert_quarantine(conn, quarantine, dataset, partition_key)
+        return WriteResult(rows_written=written, rows_deleted=deleted, rows_quarantined=quarantined)
+
+    def upsert(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        columns: Sequence[tuple[str, str]],
+        *,
+        key: Sequence[str],
+        monthly_partitions: bool = False,
+    ) -> int:
+        """Insert-or-update through a staging table: for trailing-window refreshes of revised rows."""
+        frame = dedupe_last(frame, key)
+        if frame.empty:
+            return 0
+        names = [name for name, _ in columns]
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
+        with self.connect() as conn:
+            if monthly_partitions:
+                ensure_month_partitions(conn, table, frame["ts"])
+            conn.execute(
+                f"CREATE TEMP TABLE upsert_stage (LIKE {_check_table(table)} INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+            copy_frame(conn, "pg_temp.upsert_stage", frame, columns)
+            col_list = ", ".join(names)
+            conn.execute(
+                f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM upsert_stage "
+                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}, ingested_at = now()"
+            )
+        return len(frame)
+
+    def _insert_quarantine(
+        self, conn: psycopg.Connection, rows: pd.DataFrame, dataset: str, partition_key: str | None
+    ) -> int:
+        records = pd.DataFrame(
+            {
+                "source": rows["source"],
+                "dataset": dataset,
+                "partition_key": partition_key,
+                "symbol": rows["symbol"].where(rows["symbol"].notna() & (rows["symbol"] != ""), None),
+                "ts": rows["ts"],
+                "payload": rows["payload"].map(lambda p: json.dumps(p, default=str, allow_nan=False)),
+                "reason": rows["reason"],
+                "run_id": rows["run_id"],
+            }
+        )
+        columns = (
+            ("source", "text"),
+            ("dataset", "text"),
+            ("partition_key", "text"),
+            ("symbol", "text"),
+            ("ts", "timestamptz"),
+            ("payload", "jsonb"),
+            ("reason", "text"),
+            ("run_id", "text"),
+        )
+        return copy_frame(conn, "market.quarantine", records, columns)
+
+    def upsert_symbols(self, symbols: Sequence[str]) -> int:
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO market.symbols (symbol) VALUES (%s) "
+                "ON CONFLICT (symbol) DO UPDATE SET active = true, updated_at = now()",
+                [(s,) for s in symbols],
+            )
+        return len(symbols)
+
+    def log_ingestion(self, **fields: Any) -> None:
+        columns = ", ".join(fields)
+        placeholders = ", ".join(["%s"] * len(fields))
+        with self.connect() as conn:
+            conn.execute(
+                f"INSERT INTO market.ingestion_log ({columns}) VALUES ({placeholders})", tuple(fields.values())
+            )
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def read_frame(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            names = [d.name for d in cur.description or []]
+            return pd.DataFrame(cur.fetchall(), columns=names)
+
+    def scalar(self, query: str, params: Sequence[Any] | None = None) -> Any:
+        with self.connect() as conn:
+            row = conn.execute(query, params).fetchone()
+            return row[0] if row else None
+
+    def read_bars(
+        self, table: str, symbols: Sequence[str], start: date | datetime, end: date | datetime
+    ) -> pd.DataFrame:
+        """Bars of `symbols` with session in [start, end], sorted, with pandas dtypes."""
+        frame = self.read_frame(
+            f"SELECT symbol, ts, session, open, high, low, close, volume, trade_count, vwap "
+            f"FROM {_check_table(table)} WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s "
+            "ORDER BY symbol, ts",
+            (list(symbols), start, end),
+        )
+        if frame.empty:
+            return frame
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+        frame["volume"] = frame["volume"].astype("int64")
+        frame["trade_count"] = frame["trade_count"].astype("Int64")
+        return frame

@@ -1,0 +1,117 @@
+"""pandera data contracts at the ingestion boundary, and the split into kept and quarantined rows.
+
+Why lazy validation and a split rather than a raise: one bad bar must not cost the other
+thousands of good ones, and must not silently vanish either. Every failing row goes to
+`market.quarantine` with the readable reason of every rule it broke.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera import Check, Column
+
+from market_assets.calendar import minute_in_session, session_of_daily_ts
+from market_assets.settings import SYMBOL_PATTERN
+
+BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
+
+_READABLE = {
+    "not_nullable": "is missing (null/NaN)",
+    "greater_than(0)": "must be > 0",
+    "greater_than_or_equal_to(0)": "must be >= 0",
+    "multiple_fields_uniqueness": "duplicate (symbol, ts) with conflicting values",
+    "dtype": "has the wrong type",
+}
+
+
+def _ohlc_consistent(df: pd.DataFrame) -> pd.Series:
+    return (df["low"] <= df["open"]) & (df["low"] <= df["close"]) & (df["open"] <= df["high"]) & (
+        df["close"] <= df["high"]
+    )
+
+
+def bar_schema(timeframe: str) -> pa.DataFrameSchema:
+    """The bar contract; `timeframe` decides what "on a trading session" means for `ts`."""
+    if timeframe == "1Day":
+        on_session = Check(
+            lambda ts: session_of_daily_ts(ts).notna(),
+            name="on_session",
+            error="ts is not midnight New York time of an NYSE session",
+        )
+    else:
+        on_session = Check(
+            minute_in_session, name="on_session", error="ts is outside the NYSE regular session"
+        )
+    return pa.DataFrameSchema(
+        {
+            "symbol": Column(str, Check.str_matches(SYMBOL_PATTERN.pattern), nullable=False),
+            "ts": Column(pd.DatetimeTZDtype("ns", "UTC"), on_session, nullable=False),
+            "open": Column(float, Check.gt(0)),
+            "high": Column(float, Check.gt(0)),
+            "low": Column(float, Check.gt(0)),
+            "close": Column(float, Check.gt(0)),
+            "volume": Column(float, Check.ge(0)),
+            "trade_count": Column(float, Check.ge(0), nullable=True),
+            "vwap": Column(float, Check.gt(0), nullable=True),
+        },
+        checks=[Check(_ohlc_consistent, name="ohlc", error="OHLC inconsistent: need low <= open, close <= high")],
+        unique=["symbol", "ts"],
+        report_duplicates="all",
+        strict=False,
+        coerce=False,
+        name=f"bars_{timeframe}",
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    valid: pd.DataFrame
+    rejected: pd.DataFrame  # the rows, plus a `reason` column
+
+
+def coerce_raw_bars(raw: pd.DataFrame) -> pd.DataFrame:
+    """Wire names and text -> typed columns without dropping anything: bad values become NaN/NaT
+    so that the schema, not a parser exception, reports them."""
+    out = pd.DataFrame(index=raw.index)
+    out["symbol"] = raw["symbol"].astype("string").astype(object)
+    out["ts"] = pd.to_datetime(raw.get("t"), utc=True, errors="coerce", format="ISO8601").astype(
+        "datetime64[ns, UTC]"
+    )
+    for wire, name in (("o", "open"), ("h", "high"), ("l", "low"), ("c", "close"), ("v", "volume"),
+                       ("n", "trade_count"), ("vw", "vwap")):  # fmt: skip
+        column = raw[wire] if wire in raw else pd.Series(np.nan, index=raw.index)
+        out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+    return out
+
+
+def split_bars(frame: pd.DataFrame, timeframe: str) -> Split:
+    """Validate typed bars; return the rows that pass and the rows that fail with their reasons.
+
+    Exact duplicates (a row delivered twice, identical) are collapsed first: they are harmless.
+    Duplicates that disagree are all rejected: there is no way to tell which one is right.
+    """
+    frame = frame.loc[~frame.duplicated(subset=["symbol", "ts", *BAR_VALUE_COLUMNS], keep="first")]
+    schema = bar_schema(timeframe)
+    try:
+        schema.validate(frame, lazy=True)
+        return Split(valid=frame, rejected=frame.iloc[0:0].assign(reason=pd.Series(dtype=str)))
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+    cases = cases[cases["index"].notna()]
+    reasons: dict[object, set[str]] = {}
+    for column, check, idx in zip(cases["column"], cases["check"], cases["index"], strict=True):
+        check_name = str(check)
+        text = _READABLE.get(check_name, check_name)
+        if check_name in ("multiple_fields_uniqueness",) or check_name.startswith("OHLC"):
+            message = text
+        else:
+            message = f"{column} {text}" if column not in (None, "") else text
+        reasons.setdefault(idx, set()).add(message)
+    bad_index = pd.Index(list(reasons))
+    rejected = frame.loc[frame.index.isin(bad_index)].copy()
+    rejected["reason"] = ["; ".join(sorted(reasons[i])) for i in rejected.index]
+    return Split(valid=frame.loc[~frame.index.isin(bad_index)], rejected=rejected)

@@ -1,0 +1,172 @@
+"""Every setting the platform reads from the environment, in one place.
+
+Why one module: the UI, the daemon, run workers and the CLI are separate processes; each must
+resolve the same configuration the same way, and a bad value must fail once, early, with the
+name of the variable rather than deep inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z]{1,5}(\.[A-Z]{1,2})?$")
+
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM", "V", "JNJ",
+    "WMT", "PG", "XOM", "UNH", "HD", "KO", "PEP", "DIS", "BAC", "SPY",
+)  # fmt: skip
+FEEDS = ("iex", "sip", "otc", "delayed_sip")
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the variable and what is expected."""
+
+
+def invalid_symbols(symbols: list[str] | tuple[str, ...]) -> list[str]:
+    """Symbols that cannot be valid tickers, so they are refused before any request is made."""
+    return [s for s in symbols if not SYMBOL_PATTERN.match(s)]
+
+
+def parse_symbols(raw: str, variable: str = "MARKET_SYMBOLS") -> tuple[str, ...]:
+    symbols = [s.strip().upper() for s in raw.split(",") if s.strip()]
+    if not symbols:
+        raise SettingsError(f"{variable} is empty: give a comma-separated list such as AAPL,MSFT")
+    bad = invalid_symbols(symbols)
+    if bad:
+        raise SettingsError(
+            f"{variable} has invalid symbol(s) {', '.join(repr(b) for b in bad)}: "
+            "expected 1-5 capital letters with an optional class suffix such as BRK.B"
+        )
+    return tuple(dict.fromkeys(symbols))
+
+
+def parse_date(raw: str, variable: str) -> date:
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{variable}={raw!r} is not a date: expected YYYY-MM-DD") from None
+
+
+def _parse_url(raw: str, variable: str, schemes: tuple[str, ...]) -> str:
+    value = raw.strip()
+    if not any(value.startswith(s) for s in schemes):
+        raise SettingsError(f"{variable}={_redact(value)!r} is not a URL starting with one of {schemes}")
+    return value
+
+
+def _parse_positive(raw: str, variable: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{variable}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{variable}={raw!r} must be positive")
+    return value
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it is shown anywhere."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration. Empty URLs mean "use the embedded server"."""
+
+    data_home: Path
+    database_url: str | None
+    redis_url: str | None
+    alpaca_api_key: str | None = field(repr=False)
+    alpaca_secret_key: str | None = field(repr=False)
+    alpaca_feed: str
+    alpaca_data_url: str | None
+    alpaca_trading_url: str | None
+    symbols: tuple[str, ...]
+    history_start: date
+    rate_limit_per_minute: float
+    http_timeout_seconds: float
+
+    @property
+    def uses_simulator(self) -> bool:
+        """No keys and no URL override means there is nothing to talk to but our own simulator."""
+        return not self.alpaca_api_key and not self.alpaca_data_url
+
+    def describe(self) -> dict[str, str]:
+        """A printable view with secrets removed, for logs and the CLI summary."""
+        return {
+            "data_home": str(self.data_home),
+            "database": _redact(self.database_url) if self.database_url else "embedded PostgreSQL",
+            "redis": _redact(self.redis_url) if self.redis_url else "embedded Redis",
+            "alpaca": "simulator" if self.uses_simulator else (self.alpaca_data_url or "api.alpaca.markets"),
+            "feed": self.alpaca_feed,
+            "symbols": ",".join(self.symbols),
+            "history_start": self.history_start.isoformat(),
+        }
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the environment; raise SettingsError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value is not None and value.strip() != "" else None
+
+    home_raw = get("MARKET_DATA_HOME")
+    data_home = Path(home_raw).expanduser().resolve() if home_raw else Path.cwd() / ".data"
+
+    database_url = get("DATABASE_URL")
+    if database_url:
+        database_url = _parse_url(database_url, "DATABASE_URL", ("postgresql", "postgres"))
+    redis_url = get("REDIS_URL")
+    if redis_url:
+        redis_url = _parse_url(redis_url, "REDIS_URL", ("redis://", "rediss://", "unix://"))
+
+    key, secret = get("ALPACA_API_KEY"), get("ALPACA_SECRET_KEY")
+    if bool(key) != bool(secret):
+        missing = "ALPACA_SECRET_KEY" if key else "ALPACA_API_KEY"
+        raise SettingsError(f"{missing} is not set: ALPACA_API_KEY and ALPACA_SECRET_KEY go together")
+
+    feed = (get("ALPACA_FEED") or "iex").lower()
+    if feed not in FEEDS:
+        raise SettingsError(f"ALPACA_FEED={feed!r} is not one of {', '.join(FEEDS)}")
+
+    data_url = get("ALPACA_DATA_URL")
+    if data_url:
+        data_url = _parse_url(data_url, "ALPACA_DATA_URL", ("http://", "https://")).rstrip("/")
+    trading_url = get("ALPACA_TRADING_URL")
+    if trading_url:
+        trading_url = _parse_url(trading_url, "ALPACA_TRADING_URL", ("http://", "https://")).rstrip("/")
+
+    symbols_raw = get("MARKET_SYMBOLS")
+    symbols = parse_symbols(symbols_raw) if symbols_raw else DEFAULT_SYMBOLS
+
+    start_raw = get("MARKET_HISTORY_START")
+    history_start = (
+        parse_date(start_raw, "MARKET_HISTORY_START") if start_raw else date.today() - timedelta(days=365)
+    )
+    if history_start < date(2015, 1, 2):
+        raise SettingsError(f"MARKET_HISTORY_START={history_start} is before 2015-01-02, the earliest supported")
+
+    rate = _parse_positive(get("ALPACA_RATE_LIMIT_PER_MINUTE") or "180", "ALPACA_RATE_LIMIT_PER_MINUTE")
+    timeout = _parse_positive(get("ALPACA_HTTP_TIMEOUT_SECONDS") or "30", "ALPACA_HTTP_TIMEOUT_SECONDS")
+
+    return Settings(
+        data_home=data_home,
+        database_url=database_url,
+        redis_url=redis_url,
+        alpaca_api_key=key,
+        alpaca_secret_key=secret,
+        alpaca_feed=feed,
+        alpaca_data_url=data_url,
+        alpaca_trading_url=trading_url,
+        symbols=symbols,
+        history_start=history_start,
+        rate_limit_per_minute=rate,
+        http_timeout_seconds=timeout,
+    )
