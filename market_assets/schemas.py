@@ -29,8 +29,11 @@ _READABLE = {
 
 
 def _ohlc_consistent(df: pd.DataFrame) -> pd.Series:
-    return (df["low"] <= df["open"]) & (df["low"] <= df["close"]) & (df["open"] <= df["high"]) & (
-        df["close"] <= df["high"]
+    return (
+        (df["low"] <= df["open"])
+        & (df["low"] <= df["close"])
+        & (df["open"] <= df["high"])
+        & (df["close"] <= df["high"])
     )
 
 
@@ -58,7 +61,9 @@ def bar_schema(timeframe: str) -> pa.DataFrameSchema:
             "trade_count": Column(float, Check.ge(0), nullable=True),
             "vwap": Column(float, Check.gt(0), nullable=True),
         },
-        checks=[Check(_ohlc_consistent, name="ohlc", error="OHLC inconsistent: need low <= open, close <= high")],
+        checks=[
+            Check(_ohlc_consistent, name="ohlc", error="OHLC inconsistent: need low <= open, close <= high")
+        ],
         unique=["symbol", "ts"],
         report_duplicates="all",
         strict=False,
@@ -81,8 +86,15 @@ def coerce_raw_bars(raw: pd.DataFrame) -> pd.DataFrame:
     out["ts"] = pd.to_datetime(raw.get("t"), utc=True, errors="coerce", format="ISO8601").astype(
         "datetime64[ns, UTC]"
     )
-    for wire, name in (("o", "open"), ("h", "high"), ("l", "low"), ("c", "close"), ("v", "volume"),
-                       ("n", "trade_count"), ("vw", "vwap")):  # fmt: skip
+    for wire, name in (
+        ("o", "open"),
+        ("h", "high"),
+        ("l", "low"),
+        ("c", "close"),
+        ("v", "volume"),
+        ("n", "trade_count"),
+        ("vw", "vwap"),
+    ):
         column = raw[wire] if wire in raw else pd.Series(np.nan, index=raw.index)
         out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
     return out

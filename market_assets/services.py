@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from market_assets.embedded import DAGSTER_DB, WAREHOUSE_DB, create_database_if_missing, ensure_postgres, ensure_redis
+import psycopg
+
+from market_assets.embedded import (
+    DAGSTER_DB,
+    WAREHOUSE_DB,
+    create_database_if_missing,
+    ensure_postgres,
+    ensure_redis,
+)
 from market_assets.resources.warehouse import to_conninfo
-from market_assets.settings import Settings
+from market_assets.settings import Settings, redact
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
@@ -33,7 +41,7 @@ def _with_database(url: str, database: str) -> str:
 
 
 def _with_driver(url: str, driver: str) -> str:
-    scheme, rest = url.split("://", 1)
+    _, rest = url.split("://", 1)
     return f"postgresql+{driver}://{rest}"
 
 
@@ -44,7 +52,13 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
         if not storage_url:
             warehouse_db = urlsplit(database_url).path.lstrip("/") or "postgres"
             storage_db = f"{warehouse_db}_dagster"
-            create_database_if_missing(to_conninfo(_with_database(database_url, "postgres")), storage_db)
+            try:
+                create_database_if_missing(to_conninfo(_with_database(database_url, "postgres")), storage_db)
+            except psycopg.OperationalError as exc:
+                raise ConnectionError(
+                    f"cannot reach the PostgreSQL server of DATABASE_URL ({redact(database_url)}): "
+                    f"{str(exc).strip().splitlines()[0]}"
+                ) from exc
             storage_url = _with_driver(_with_database(database_url, storage_db), "psycopg2")
     else:
         pg = ensure_postgres(settings.data_home)

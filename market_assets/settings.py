@@ -17,9 +17,27 @@ from pathlib import Path
 SYMBOL_PATTERN = re.compile(r"^[A-Z]{1,5}(\.[A-Z]{1,2})?$")
 
 DEFAULT_SYMBOLS: tuple[str, ...] = (
-    "AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM", "V", "JNJ",
-    "WMT", "PG", "XOM", "UNH", "HD", "KO", "PEP", "DIS", "BAC", "SPY",
-)  # fmt: skip
+    "AAPL",
+    "MSFT",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "NVDA",
+    "TSLA",
+    "JPM",
+    "V",
+    "JNJ",
+    "WMT",
+    "PG",
+    "XOM",
+    "UNH",
+    "HD",
+    "KO",
+    "PEP",
+    "DIS",
+    "BAC",
+    "SPY",
+)
 FEEDS = ("iex", "sip", "otc", "delayed_sip")
 
 
@@ -55,7 +73,7 @@ def parse_date(raw: str, variable: str) -> date:
 def _parse_url(raw: str, variable: str, schemes: tuple[str, ...]) -> str:
     value = raw.strip()
     if not any(value.startswith(s) for s in schemes):
-        raise SettingsError(f"{variable}={_redact(value)!r} is not a URL starting with one of {schemes}")
+        raise SettingsError(f"{variable}={redact(value)!r} is not a URL starting with one of {schemes}")
     return value
 
 
@@ -69,7 +87,7 @@ def _parse_positive(raw: str, variable: str) -> float:
     return value
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """Hide a password in a URL before it is shown anywhere."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
@@ -100,8 +118,8 @@ class Settings:
         """A printable view with secrets removed, for logs and the CLI summary."""
         return {
             "data_home": str(self.data_home),
-            "database": _redact(self.database_url) if self.database_url else "embedded PostgreSQL",
-            "redis": _redact(self.redis_url) if self.redis_url else "embedded Redis",
+            "database": redact(self.database_url) if self.database_url else "embedded PostgreSQL",
+            "redis": redact(self.redis_url) if self.redis_url else "embedded Redis",
             "alpaca": "simulator" if self.uses_simulator else (self.alpaca_data_url or "api.alpaca.markets"),
             "feed": self.alpaca_feed,
             "symbols": ",".join(self.symbols),
@@ -151,7 +169,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         parse_date(start_raw, "MARKET_HISTORY_START") if start_raw else date.today() - timedelta(days=365)
     )
     if history_start < date(2015, 1, 2):
-        raise SettingsError(f"MARKET_HISTORY_START={history_start} is before 2015-01-02, the earliest supported")
+        raise SettingsError(
+            f"MARKET_HISTORY_START={history_start} is before 2015-01-02, the earliest supported"
+        )
 
     rate = _parse_positive(get("ALPACA_RATE_LIMIT_PER_MINUTE") or "180", "ALPACA_RATE_LIMIT_PER_MINUTE")
     timeout = _parse_positive(get("ALPACA_HTTP_TIMEOUT_SECONDS") or "30", "ALPACA_HTTP_TIMEOUT_SECONDS")

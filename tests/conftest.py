@@ -18,7 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from market_assets.embedded import create_database_if_missing, ensure_postgres, ensure_redis, stop_postgres, stop_redis
+from market_assets.embedded import (
+    create_database_if_missing,
+    ensure_postgres,
+    ensure_redis,
+    stop_postgres,
+    stop_redis,
+)
 from market_assets.resources.warehouse import WarehouseResource, to_conninfo
 
 TRUNCATE = (

@@ -4,7 +4,6 @@ Thin by design: fetch through the Alpaca resource, split with the pandera contra
 the warehouse's one writer, and report what happened as metadata and check results.
 """
 
-
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -54,9 +53,7 @@ def symbols(context: AssetExecutionContext, config: SymbolsConfig, warehouse: Wa
             (list(universe),),
         )
     context.log.info("universe: %d symbols", len(universe))
-    return MaterializeResult(
-        metadata={"symbols": MetadataValue.int(len(universe)), "universe": ", ".join(universe)}
-    )
+    return MaterializeResult(metadata={"symbols": MetadataValue.int(len(universe)), "universe": ", ".join(universe)})
 
 
 def active_symbols(warehouse: WarehouseResource) -> list[str]:
@@ -140,18 +137,36 @@ def ingest_bars(
         )
     except Exception as exc:
         warehouse.log_ingestion(
-            run_id=run_id, asset=context.asset_key.to_user_string(), partition_key=partition_key, dataset=dataset,
-            symbols=len(universe), rows_fetched=0, rows_written=0, rows_quarantined=0,
-            http_requests=alpaca.stats.requests - requests_before, http_retries=alpaca.stats.retries - retries_before,
-            started_at=started, status="failed", error=str(exc)[:2000],
-        )  # fmt: skip
+            run_id=run_id,
+            asset=context.asset_key.to_user_string(),
+            partition_key=partition_key,
+            dataset=dataset,
+            symbols=len(universe),
+            rows_fetched=0,
+            rows_written=0,
+            rows_quarantined=0,
+            http_requests=alpaca.stats.requests - requests_before,
+            http_retries=alpaca.stats.retries - retries_before,
+            started_at=started,
+            status="failed",
+            error=str(exc)[:2000],
+        )
         raise
     warehouse.log_ingestion(
-        run_id=run_id, asset=context.asset_key.to_user_string(), partition_key=partition_key, dataset=dataset,
-        symbols=len(universe), rows_fetched=len(typed), rows_written=result.rows_written,
-        rows_quarantined=result.rows_quarantined, http_requests=alpaca.stats.requests - requests_before,
-        http_retries=alpaca.stats.retries - retries_before, started_at=started, status="success", error=None,
-    )  # fmt: skip
+        run_id=run_id,
+        asset=context.asset_key.to_user_string(),
+        partition_key=partition_key,
+        dataset=dataset,
+        symbols=len(universe),
+        rows_fetched=len(typed),
+        rows_written=result.rows_written,
+        rows_quarantined=result.rows_quarantined,
+        http_requests=alpaca.stats.requests - requests_before,
+        http_retries=alpaca.stats.retries - retries_before,
+        started_at=started,
+        status="success",
+        error=None,
+    )
     if len(rejected):
         context.log.warning("%d %s row(s) quarantined, e.g. %s", len(rejected), dataset, rejected["reason"].iloc[0])
     return IngestResult(result.rows_written, result.rows_quarantined, len(typed), kept, rejected)
@@ -205,14 +220,27 @@ def contract_violations(warehouse: WarehouseResource, table: str, universe: list
     backfill_policy=BACKFILL_POLICY,
     deps=[symbols],
     check_specs=[
-        AssetCheckSpec("bars_contract", asset="daily_bars", blocking=True,
-                       description="No stored row breaks the bar contract (prices > 0, low <= open/close <= high)."),
-        AssetCheckSpec("no_missing_sessions", asset="daily_bars", blocking=True,
-                       description="Every NYSE session in the partition has a daily bar for every active symbol."),
-        AssetCheckSpec("quarantine_rate", asset="daily_bars",
-                       description="Warns when more than 1% of fetched rows were rejected."),
-    ],  # fmt: skip
-    description="Raw daily bars (market.bars_daily) from Alpaca for the active universe; one partition per New York day.",
+        AssetCheckSpec(
+            "bars_contract",
+            asset="daily_bars",
+            blocking=True,
+            description="No stored row breaks the bar contract (prices > 0, low <= open/close <= high).",
+        ),
+        AssetCheckSpec(
+            "no_missing_sessions",
+            asset="daily_bars",
+            blocking=True,
+            description="Every NYSE session in the partition has a daily bar for every active symbol.",
+        ),
+        AssetCheckSpec(
+            "quarantine_rate",
+            asset="daily_bars",
+            description="Warns when more than 1% of fetched rows were rejected.",
+        ),
+    ],
+    description=(
+        "Raw daily bars (market.bars_daily) from Alpaca for the active universe; one partition per New York day."
+    ),
 )
 def daily_bars(
     context: AssetExecutionContext, alpaca: AlpacaResource, warehouse: WarehouseResource
@@ -221,9 +249,15 @@ def daily_bars(
     first, last = partition_dates(context)
     universe = active_symbols(warehouse)
     result = ingest_bars(
-        context, alpaca, warehouse, timeframe="1Day", table="market.bars_daily", first=first, last=last,
+        context,
+        alpaca,
+        warehouse,
+        timeframe="1Day",
+        table="market.bars_daily",
+        first=first,
+        last=last,
         universe=universe,
-    )  # fmt: skip
+    )
     missing = missing_daily_bars(warehouse, universe, first, last)
     violations = contract_violations(warehouse, "market.bars_daily", universe, first, last)
     rate = result.quarantined / result.fetched if result.fetched else 0.0
@@ -255,11 +289,18 @@ def daily_bars(
     backfill_policy=BACKFILL_POLICY,
     deps=[symbols],
     check_specs=[
-        AssetCheckSpec("bars_contract", asset="intraday_bars", blocking=True,
-                       description="No stored minute bar breaks the bar contract."),
-        AssetCheckSpec("quarantine_rate", asset="intraday_bars",
-                       description="Warns when more than 1% of fetched minute bars were rejected."),
-    ],  # fmt: skip
+        AssetCheckSpec(
+            "bars_contract",
+            asset="intraday_bars",
+            blocking=True,
+            description="No stored minute bar breaks the bar contract.",
+        ),
+        AssetCheckSpec(
+            "quarantine_rate",
+            asset="intraday_bars",
+            description="Warns when more than 1% of fetched minute bars were rejected.",
+        ),
+    ],
     description=(
         "Raw regular-session minute bars (market.bars_minute) of the day. A missing minute is not an error: "
         "no trades, no bar. The day is replaced whole at T+1 because Alpaca revises recent bars."
@@ -272,9 +313,15 @@ def intraday_bars(
     first, last = partition_dates(context)
     universe = active_symbols(warehouse)
     result = ingest_bars(
-        context, alpaca, warehouse, timeframe="1Min", table="market.bars_minute", first=first, last=last,
+        context,
+        alpaca,
+        warehouse,
+        timeframe="1Min",
+        table="market.bars_minute",
+        first=first,
+        last=last,
         universe=universe,
-    )  # fmt: skip
+    )
     violations = contract_violations(warehouse, "market.bars_minute", universe, first, last)
     rate = result.quarantined / result.fetched if result.fetched else 0.0
     checks = [

@@ -118,7 +118,7 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iter
                 length = int(row_layout[i])
                 out[f"l{i}"] = length
                 if length > 0:
-                    out[f"v{i}"] = np.array(col.strings + [b""], dtype=f"S{length}")[col.values[rows]]
+                    out[f"v{i}"] = np.array([*col.strings, b""], dtype=f"S{length}")[col.values[rows]]
                 elif length == 0:
                     # a zero-length string still needs a placeholder byte in the fixed layout: none allowed
                     raise ValueError(f"column {col.name!r}: empty strings are not stored; use NULL")

@@ -70,14 +70,15 @@ def _check_table(table: str) -> str:
     return table
 
 
-def copy_frame(
-    conn: psycopg.Connection, table: str, frame: pd.DataFrame, columns: Sequence[tuple[str, str]]
-) -> int:
+def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> int:
     """Binary-COPY `frame` into `table` on an open transaction; returns the row count."""
     if frame.empty:
         return 0
     column_list = ", ".join(name for name, _ in columns)
-    with conn.cursor() as cur, cur.copy(f"COPY {_check_table(table)} ({column_list}) FROM STDIN (FORMAT BINARY)") as cp:
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY {_check_table(table)} ({column_list}) FROM STDIN (FORMAT BINARY)") as cp,
+    ):
         cp.write(SIGNATURE)
         for block in encode_rows(frame, columns):
             for start in range(0, len(block), _COPY_CHUNK):
@@ -279,7 +280,8 @@ class WarehouseResource(ConfigurableResource):
         placeholders = ", ".join(["%s"] * len(fields))
         with self.connect() as conn:
             conn.execute(
-                f"INSERT INTO market.ingestion_log ({columns}) VALUES ({placeholders})", tuple(fields.values())
+                f"INSERT INTO market.ingestion_log ({columns}) VALUES ({placeholders})",
+                tuple(fields.values()),
             )
 
     # --- reads ------------------------------------------------------------------------------

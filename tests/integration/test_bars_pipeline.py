@@ -23,11 +23,33 @@ from tests.integration.pipeline_helpers import (
 
 CLOCK = datetime(2026, 7, 1, 1, 0, tzinfo=UTC)
 UNIVERSE = [
-    "AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM", "V", "JNJ",
-    "WMT", "PG", "XOM", "UNH", "HD", "KO", "PEP", "DIS", "BAC", "BRK.B",
-]  # fmt: skip
-QUARTERS = [("2025-07-01", "2025-09-30"), ("2025-10-01", "2025-12-31"), ("2026-01-01", "2026-03-31"),
-            ("2026-04-01", "2026-06-30")]  # fmt: skip
+    "AAPL",
+    "MSFT",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "NVDA",
+    "TSLA",
+    "JPM",
+    "V",
+    "JNJ",
+    "WMT",
+    "PG",
+    "XOM",
+    "UNH",
+    "HD",
+    "KO",
+    "PEP",
+    "DIS",
+    "BAC",
+    "BRK.B",
+]
+QUARTERS = [
+    ("2025-07-01", "2025-09-30"),
+    ("2025-10-01", "2025-12-31"),
+    ("2026-01-01", "2026-03-31"),
+    ("2026-04-01", "2026-06-30"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +66,9 @@ def sim(model: MarketModel):
 def test_year_backfill_through_faults_equals_ground_truth(
     sim: SimulatorServer, model: MarketModel, warehouse: WarehouseResource
 ) -> None:
-    sim.faults = FaultConfig(seed=3, rate_limit_every=4, error_rate=0.12, slow_every=23, slow_seconds=1.5,
-                             drop_every=29)  # fmt: skip
+    sim.faults = FaultConfig(
+        seed=3, rate_limit_every=4, error_rate=0.12, slow_every=23, slow_seconds=1.5, drop_every=29
+    )
     # timeout below the slow responses so they exercise the timeout path; one symbol per request
     # so a year is ~80 requests and the faults hit every stage of paging
     alpaca = alpaca_for(sim, symbols_per_request=1, timeout_seconds=0.75, max_attempts=8)
@@ -87,8 +110,9 @@ def test_malformed_rows_are_quarantined_never_stored(
     sim.faults = FaultConfig(seed=11, malformed=0.03)
     symbols = ["AAPL", "MSFT", "SPY", "KO"]
     seed_symbols(symbols, warehouse)
-    result = run([daily_bars], {"alpaca": alpaca_for(sim), "warehouse": warehouse},
-                 window=("2026-01-01", "2026-06-30"))  # fmt: skip
+    result = run(
+        [daily_bars], {"alpaca": alpaca_for(sim), "warehouse": warehouse}, window=("2026-01-01", "2026-06-30")
+    )
     # the good rows are written, and the blocking check on the holes fails the step so nothing
     # downstream computes on a partition with missing sessions
     assert not result.success
@@ -143,7 +167,9 @@ def test_minute_bars_of_a_half_day_equal_the_truth(
     assert (last.hour, last.minute) == (12, 59)  # half day: the last bar starts at 12:59
 
 
-def test_wrong_keys_fail_fast_without_a_retry_storm(sim: SimulatorServer, warehouse: WarehouseResource) -> None:
+def test_wrong_keys_fail_fast_without_a_retry_storm(
+    sim: SimulatorServer, warehouse: WarehouseResource
+) -> None:
     seed_symbols(["AAPL"], warehouse)
     alpaca = alpaca_for(sim, api_key="PKWRONG", secret_key="wrong")
     result = run([daily_bars], {"alpaca": alpaca, "warehouse": warehouse}, partition="2026-06-15")

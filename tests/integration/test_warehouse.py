@@ -13,17 +13,30 @@ import pytest
 from market_assets.resources.warehouse import BAR_COLUMNS, WarehouseResource, copy_frame
 
 
-def make_bars(symbols: list[str], sessions: list[str], price: float = 100.0, run_id: str = "r1") -> pd.DataFrame:
+def make_bars(
+    symbols: list[str], sessions: list[str], price: float = 100.0, run_id: str = "r1"
+) -> pd.DataFrame:
     rows = []
     for s in symbols:
         for i, day in enumerate(sessions):
             ts = pd.Timestamp(day, tz="America/New_York").tz_convert("UTC")
             p = price + i
             rows.append(
-                {"symbol": s, "ts": ts, "session": pd.Timestamp(day).date(), "open": p, "high": p + 1.25,
-                 "low": p - 1.5, "close": p + 0.5, "volume": 1000 + i, "trade_count": 10 + i,
-                 "vwap": p + 0.1, "feed": "iex", "run_id": run_id}
-            )  # fmt: skip
+                {
+                    "symbol": s,
+                    "ts": ts,
+                    "session": pd.Timestamp(day).date(),
+                    "open": p,
+                    "high": p + 1.25,
+                    "low": p - 1.5,
+                    "close": p + 0.5,
+                    "volume": 1000 + i,
+                    "trade_count": 10 + i,
+                    "vwap": p + 0.1,
+                    "feed": "iex",
+                    "run_id": run_id,
+                }
+            )
     frame = pd.DataFrame(rows)
     frame["trade_count"] = frame["trade_count"].astype("Int64")
     return frame
@@ -39,11 +52,18 @@ def stored(warehouse: WarehouseResource, table: str = "market.bars_daily") -> pd
 SESSIONS = ["2024-03-04", "2024-03-05", "2024-03-06"]
 
 
-def write(warehouse: WarehouseResource, frame: pd.DataFrame, symbols: list[str], table: str = "market.bars_daily"):
+def write(
+    warehouse: WarehouseResource, frame: pd.DataFrame, symbols: list[str], table: str = "market.bars_daily"
+):
     return warehouse.replace_partition(
-        table, frame, BAR_COLUMNS, key=("symbol", "ts"), sessions=(date(2024, 3, 4), date(2024, 3, 6)),
-        symbols=symbols, monthly_partitions=table == "market.bars_minute",
-    )  # fmt: skip
+        table,
+        frame,
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        sessions=(date(2024, 3, 4), date(2024, 3, 6)),
+        symbols=symbols,
+        monthly_partitions=table == "market.bars_minute",
+    )
 
 
 def test_binary_copy_round_trips_every_type_and_null(warehouse: WarehouseResource) -> None:
@@ -66,12 +86,27 @@ def test_binary_copy_round_trips_every_type_and_null(warehouse: WarehouseResourc
 
 def test_text_with_unicode_and_varying_lengths(warehouse: WarehouseResource) -> None:
     frame = pd.DataFrame(
-        {"source": ["a", "ünïcødé ✓", "x" * 300], "dataset": "d", "partition_key": [None, "k", "k"],
-         "symbol": ["A", None, "ABCDE"], "ts": pd.to_datetime(["2024-01-01", None, "2024-01-02"], utc=True),
-         "payload": ['{"a": 1}', '{"b": "ü"}', "[]"], "reason": "r", "run_id": None}
-    )  # fmt: skip
-    cols = (("source", "text"), ("dataset", "text"), ("partition_key", "text"), ("symbol", "text"),
-            ("ts", "timestamptz"), ("payload", "jsonb"), ("reason", "text"), ("run_id", "text"))  # fmt: skip
+        {
+            "source": ["a", "ünïcødé ✓", "x" * 300],
+            "dataset": "d",
+            "partition_key": [None, "k", "k"],
+            "symbol": ["A", None, "ABCDE"],
+            "ts": pd.to_datetime(["2024-01-01", None, "2024-01-02"], utc=True),
+            "payload": ['{"a": 1}', '{"b": "ü"}', "[]"],
+            "reason": "r",
+            "run_id": None,
+        }
+    )
+    cols = (
+        ("source", "text"),
+        ("dataset", "text"),
+        ("partition_key", "text"),
+        ("symbol", "text"),
+        ("ts", "timestamptz"),
+        ("payload", "jsonb"),
+        ("reason", "text"),
+        ("run_id", "text"),
+    )
     with warehouse.connect() as conn:
         copy_frame(conn, "market.quarantine", frame, cols)
     back = warehouse.read_frame("SELECT source, symbol, ts, payload FROM market.quarantine ORDER BY id")
@@ -95,9 +130,13 @@ def test_replace_touches_only_the_partition_and_the_symbols_written(warehouse: W
     write(warehouse, make_bars(["AAPL", "MSFT"], SESSIONS), ["AAPL", "MSFT"])
     outside = make_bars(["AAPL"], ["2024-03-07"])
     warehouse.replace_partition(
-        "market.bars_daily", outside, BAR_COLUMNS, key=("symbol", "ts"),
-        sessions=(date(2024, 3, 7), date(2024, 3, 7)), symbols=["AAPL"],
-    )  # fmt: skip
+        "market.bars_daily",
+        outside,
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        sessions=(date(2024, 3, 7), date(2024, 3, 7)),
+        symbols=["AAPL"],
+    )
     # new AAPL data for the same sessions replaces AAPL only; MSFT and 03-07 stay
     write(warehouse, make_bars(["AAPL"], SESSIONS, price=200.0, run_id="r2"), ["AAPL"])
     back = stored(warehouse)
@@ -108,7 +147,9 @@ def test_replace_touches_only_the_partition_and_the_symbols_written(warehouse: W
     assert (back.session == date(2024, 3, 7)).sum() == 1
 
 
-def test_a_failure_in_the_middle_of_a_write_leaves_the_partition_as_it_was(warehouse: WarehouseResource) -> None:
+def test_a_failure_in_the_middle_of_a_write_leaves_the_partition_as_it_was(
+    warehouse: WarehouseResource,
+) -> None:
     write(warehouse, make_bars(["AAPL", "MSFT"], SESSIONS), ["AAPL", "MSFT"])
     before = stored(warehouse)
     bad = make_bars(["AAPL", "MSFT"], SESSIONS, price=300.0)
@@ -129,10 +170,17 @@ def test_duplicate_keys_in_one_batch_keep_the_last(warehouse: WarehouseResource)
 
 def test_upsert_updates_revised_rows_and_inserts_new(warehouse: WarehouseResource) -> None:
     frame = make_bars(["AAPL"], SESSIONS)
-    warehouse.upsert("market.bars_minute", frame.iloc[:2], BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True)
+    warehouse.upsert(
+        "market.bars_minute", frame.iloc[:2], BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True
+    )
     revised = frame.iloc[1:].assign(close=frame["close"].iloc[1:] + 0.25)
-    warehouse.upsert("market.bars_minute", pd.concat([revised, revised]), BAR_COLUMNS, key=("symbol", "ts"),
-                     monthly_partitions=True)  # fmt: skip
+    warehouse.upsert(
+        "market.bars_minute",
+        pd.concat([revised, revised]),
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        monthly_partitions=True,
+    )
     back = stored(warehouse, "market.bars_minute")
     assert back["close"].tolist() == [100.5, 101.75, 102.75]
 
@@ -140,9 +188,14 @@ def test_upsert_updates_revised_rows_and_inserts_new(warehouse: WarehouseResourc
 def test_minute_bars_land_in_monthly_partitions(warehouse: WarehouseResource) -> None:
     frame = make_bars(["AAPL"], ["2024-02-29", "2024-03-01"])
     warehouse.replace_partition(
-        "market.bars_minute", frame, BAR_COLUMNS, key=("symbol", "ts"),
-        sessions=(date(2024, 2, 29), date(2024, 3, 1)), symbols=["AAPL"], monthly_partitions=True,
-    )  # fmt: skip
+        "market.bars_minute",
+        frame,
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        sessions=(date(2024, 2, 29), date(2024, 3, 1)),
+        symbols=["AAPL"],
+        monthly_partitions=True,
+    )
     parts = warehouse.read_frame(
         "SELECT tableoid::regclass::text AS part, count(*) AS n FROM market.bars_minute GROUP BY 1 ORDER BY 1"
     )
@@ -153,8 +206,11 @@ def test_migrations_are_recorded_once(warehouse: WarehouseResource) -> None:
     assert warehouse.migrate() == []
     versions = warehouse.read_frame("SELECT version FROM market.schema_migrations ORDER BY version")
     assert versions["version"].tolist()[:4] == [
-        "001_schema.sql", "002_symbols.sql", "003_bars.sql", "004_quarantine_and_log.sql",
-    ]  # fmt: skip
+        "001_schema.sql",
+        "002_symbols.sql",
+        "003_bars.sql",
+        "004_quarantine_and_log.sql",
+    ]
 
 
 def test_unreachable_database_gives_a_clear_error() -> None:

@@ -22,10 +22,16 @@ def test_defaults_need_nothing() -> None:
 
 def test_values_are_parsed_and_normalised() -> None:
     settings = load_settings(
-        {"MARKET_SYMBOLS": " aapl, brk.b ,AAPL", "MARKET_HISTORY_START": "2020-01-02", "ALPACA_FEED": "SIP",
-         "DATABASE_URL": "postgresql+psycopg://u:secret@db:5432/market", "ALPACA_API_KEY": "KEYVALUE123",
-         "ALPACA_SECRET_KEY": "SECRETVALUE456", "ALPACA_DATA_URL": "http://proxy:8080/"}
-    )  # fmt: skip
+        {
+            "MARKET_SYMBOLS": " aapl, brk.b ,AAPL",
+            "MARKET_HISTORY_START": "2020-01-02",
+            "ALPACA_FEED": "SIP",
+            "DATABASE_URL": "postgresql+psycopg://u:secret@db:5432/market",
+            "ALPACA_API_KEY": "KEYVALUE123",
+            "ALPACA_SECRET_KEY": "SECRETVALUE456",
+            "ALPACA_DATA_URL": "http://proxy:8080/",
+        }
+    )
     assert settings.symbols == ("AAPL", "BRK.B")
     assert settings.history_start == date(2020, 1, 2)
     assert settings.alpaca_feed == "sip"
