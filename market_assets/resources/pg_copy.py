@@ -84,25 +84,32 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iter
         return
     prepared = [_prepare(frame[name], name, pg_type) for name, pg_type in columns]
 
-    # A row's layout is defined by its NULLs and its text lengths; rows sharing one are encoded together.
-    layout_parts: list[np.ndarray] = []
+    # A row's layout is defined by its NULLs and its text lengths; rows sharing one are encoded
+    # together. Each column's layout part is a small integer; the parts are folded into one
+    # group code with re-factorisation after every column so the code never overflows.
+    parts: list[np.ndarray] = []
     for col in prepared:
         if col.strings is not None:
             lengths = np.array([len(s) for s in col.strings] + [-1], dtype=np.int64)
-            layout_parts.append(lengths[col.values])  # code -1 picks the trailing -1 (NULL)
-        elif col.nulls.any():
-            layout_parts.append(col.nulls.astype(np.int64))
+            parts.append(lengths[col.values])  # code -1 picks the trailing -1 (NULL)
         else:
-            layout_parts.append(np.zeros(n, dtype=np.int64))
-    layout = np.stack(layout_parts, axis=1)
-    layouts, group_of_row = np.unique(layout, axis=0, return_inverse=True)
-    group_of_row = group_of_row.ravel()
+            parts.append(col.nulls.astype(np.int64))
+    group_of_row = np.zeros(n, dtype=np.int64)
+    for part in parts:
+        if part.min() == part.max():
+            continue  # the same for every row: does not split groups
+        part_codes, part_uniques = pd.factorize(part)
+        group_of_row, _ = pd.factorize(group_of_row * len(part_uniques) + part_codes)
+    n_groups = int(group_of_row.max()) + 1
     order = np.argsort(group_of_row, kind="stable")
-    bounds = np.searchsorted(group_of_row[order], np.arange(len(layouts) + 1))
+    bounds = np.searchsorted(group_of_row[order], np.arange(n_groups + 1))
+    first_row = order[bounds[:-1]]
+    layouts = np.stack([part[first_row] for part in parts], axis=1)
 
     field_count = np.array(len(columns), dtype=">i2")
     for g, row_layout in enumerate(layouts):
-        rows = order[bounds[g] : bounds[g + 1]]
+        rows = order[bounds[g] : bounds[g + 1]] if n_groups > 1 else slice(None)
+        n_rows = n if n_groups == 1 else len(rows)
         fields: list[tuple[str, np.dtype | str]] = [("n", ">i2")]
         for i, col in enumerate(prepared):
             fields.append((f"l{i}", ">i4"))
@@ -111,7 +118,7 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iter
                     fields.append((f"v{i}", f"S{max(int(row_layout[i]), 1)}"))
             elif not (col.nulls.any() and row_layout[i] == 1):
                 fields.append((f"v{i}", _FIXED[col.pg_type]))
-        out = np.empty(len(rows), dtype=np.dtype(fields))
+        out = np.empty(n_rows, dtype=np.dtype(fields))
         out["n"] = field_count
         for i, col in enumerate(prepared):
             if col.strings is not None:
