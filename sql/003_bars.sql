@@ -17,7 +17,10 @@ CREATE TABLE IF NOT EXISTS market.bars_daily (
     PRIMARY KEY (symbol, ts),
     CHECK (low <= open AND low <= close AND open <= high AND close <= high)
 );
-CREATE INDEX IF NOT EXISTS bars_daily_session_idx ON market.bars_daily (session, symbol);
+-- BRIN, not B-tree: rows arrive in session order, so a tiny BRIN finds a day's rows for partition
+-- replacement and analysts' "all symbols on a day" queries, while a B-tree on (session, symbol)
+-- halved bulk-load throughput (measured with bench/load.py).
+CREATE INDEX IF NOT EXISTS bars_daily_session_brin ON market.bars_daily USING brin (session);
 COMMENT ON TABLE market.bars_daily IS 'Daily bars as delivered (raw prices), one row per symbol and session; ts is Alpaca''s bar time.';
 
 -- Minute bars: native range partitioning by month on ts (created on demand by the writer),
@@ -39,5 +42,5 @@ CREATE TABLE IF NOT EXISTS market.bars_minute (
     PRIMARY KEY (symbol, ts),
     CHECK (low <= open AND low <= close AND open <= high AND close <= high)
 ) PARTITION BY RANGE (ts);
-CREATE INDEX IF NOT EXISTS bars_minute_session_idx ON market.bars_minute (session, symbol);
+CREATE INDEX IF NOT EXISTS bars_minute_session_brin ON market.bars_minute USING brin (session);
 COMMENT ON TABLE market.bars_minute IS 'Minute bars as delivered (raw prices), regular session; a missing minute means no trades.';

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import psycopg
@@ -28,7 +29,7 @@ from market_assets.settings import SYMBOL_PATTERN
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _MIGRATION_LOCK = 7_231_001  # pg_advisory_xact_lock key: one migrator at a time across processes
-_COPY_CHUNK = 8 << 20
+_ROWS_PER_SLICE = 50_000
 
 BAR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("symbol", "text"),
@@ -64,6 +65,15 @@ def dedupe_last(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     return frame.drop_duplicates(subset=list(key), keep="last")
 
 
+def _new_york_day_bounds(sessions: tuple[date, date]) -> tuple[datetime, datetime]:
+    """[first 00:00, last+1 00:00) New York time: every bar of those sessions starts inside."""
+    new_york = ZoneInfo("America/New_York")
+    return (
+        datetime.combine(sessions[0], time.min, new_york),
+        datetime.combine(sessions[1] + timedelta(days=1), time.min, new_york),
+    )
+
+
 def _check_table(table: str) -> str:
     if not _IDENTIFIER.match(table):
         raise ValueError(f"not a schema-qualified table name: {table!r}")
@@ -80,9 +90,10 @@ def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, column
         cur.copy(f"COPY {_check_table(table)} ({column_list}) FROM STDIN (FORMAT BINARY)") as cp,
     ):
         cp.write(SIGNATURE)
-        for block in encode_rows(frame, columns):
-            for start in range(0, len(block), _COPY_CHUNK):
-                cp.write(block[start : start + _COPY_CHUNK])
+        # encode slice by slice so the server parses one slice while the next is being encoded
+        for start in range(0, len(frame), _ROWS_PER_SLICE):
+            for block in encode_rows(frame.iloc[start : start + _ROWS_PER_SLICE], columns):
+                cp.write(block)
         cp.write(TRAILER)
     return len(frame)
 
@@ -193,10 +204,12 @@ class WarehouseResource(ConfigurableResource):
         with self.connect() as conn:
             if monthly_partitions:
                 ensure_month_partitions(conn, table, frame["ts"])
-            deleted = conn.execute(
-                f"DELETE FROM {_check_table(table)} WHERE session BETWEEN %s AND %s AND symbol = ANY(%s)",
-                (sessions[0], sessions[1], list(symbols)),
-            ).rowcount
+            where = "session BETWEEN %s AND %s AND symbol = ANY(%s)"
+            params: list[Any] = [sessions[0], sessions[1], list(symbols)]
+            if monthly_partitions:  # partitioned on ts: a ts range lets PostgreSQL prune partitions
+                where += " AND ts >= %s AND ts < %s"
+                params += list(_new_york_day_bounds(sessions))
+            deleted = conn.execute(f"DELETE FROM {_check_table(table)} WHERE {where}", params).rowcount
             written = copy_frame(conn, table, frame, columns)
             quarantined = 0
             if dataset is not None:
