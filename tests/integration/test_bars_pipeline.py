@@ -10,6 +10,7 @@ import pytest
 from market_assets.assets.bars import daily_bars, intraday_bars
 from market_assets.calendar import sessions_between
 from market_assets.resources.warehouse import WarehouseResource
+from market_assets.settings import DEFAULT_SYMBOLS
 from market_assets.sources.market_model import MarketModel
 from market_assets.sources.simulator import FaultConfig, SimulatorServer
 from tests.integration.pipeline_helpers import (
@@ -22,28 +23,8 @@ from tests.integration.pipeline_helpers import (
 )
 
 CLOCK = datetime(2026, 7, 1, 1, 0, tzinfo=UTC)
-UNIVERSE = [
-    "AAPL",
-    "MSFT",
-    "AMZN",
-    "GOOGL",
-    "META",
-    "NVDA",
-    "TSLA",
-    "JPM",
-    "V",
-    "JNJ",
-    "WMT",
-    "PG",
-    "XOM",
-    "UNH",
-    "HD",
-    "KO",
-    "PEP",
-    "DIS",
-    "BAC",
-    "BRK.B",
-]
+# the default universe with SPY swapped for a class-suffixed ticker, to cover BRK.B-style symbols
+UNIVERSE = [*(s for s in DEFAULT_SYMBOLS if s != "SPY"), "BRK.B"]
 QUARTERS = [
     ("2025-07-01", "2025-09-30"),
     ("2025-10-01", "2025-12-31"),
