@@ -27,7 +27,7 @@ AFTER_CLOSE = timedelta(minutes=30)
 
 daily_market_job = define_asset_job(
     "daily_market_job",
-    selection=AssetSelection.groups("ingestion") - AssetSelection.assets("symbols"),
+    selection=AssetSelection.groups("ingestion", "options") - AssetSelection.assets("symbols"),
     partitions_def=daily_partitions,
     description="Ingest and derive one New York trading day (the partition).",
 )
@@ -42,12 +42,8 @@ def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
     _, close = session_open_close(day)
     due = close.tz_convert(NEW_YORK) + AFTER_CLOSE
     if abs(now - due) > timedelta(minutes=1):
-        return SkipReason(
-            f"{day} closes at {close.tz_convert(NEW_YORK):%H:%M}; its run is due at {due:%H:%M}"
-        )
-    return RunRequest(
-        run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)}
-    )
+        return SkipReason(f"{day} closes at {close.tz_convert(NEW_YORK):%H:%M}; its run is due at {due:%H:%M}")
+    return RunRequest(run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)})
 
 
 @schedule(

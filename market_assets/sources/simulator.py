@@ -113,10 +113,7 @@ class FaultConfig:
     def malformed_kind(self, symbol: str, timeframe: str, ts_ns: int) -> str | None:
         """The corruption applied to this bar row, or None to serve it intact."""
         if isinstance(self.malformed, int | float):
-            if (
-                self.malformed <= 0
-                or stable_uniform(self.seed, "bad", symbol, timeframe, ts_ns) >= self.malformed
-            ):
+            if self.malformed <= 0 or stable_uniform(self.seed, "bad", symbol, timeframe, ts_ns) >= self.malformed:
                 return None
         else:
             day = pd.Timestamp(ts_ns, tz="UTC").tz_convert(NY).date()
@@ -435,9 +432,7 @@ class SimulatorServer:
             raise ApiError(422, 42210000, f"invalid timeframe: {tf_raw}")
         tf = _TIMEFRAMES.get(tf_raw)
         if tf is None:
-            raise ApiError(
-                422, 42210000, f"unsupported timeframe: {tf_raw} (simulator serves 1Min, 1Hour, 1Day)"
-            )
+            raise ApiError(422, 42210000, f"unsupported timeframe: {tf_raw} (simulator serves 1Min, 1Hour, 1Day)")
         feed = params.get("feed", "sip")
         if feed not in _FEEDS:
             raise ApiError(422, 42210000, f"invalid feed: {feed}")
@@ -617,6 +612,20 @@ class SimulatorServer:
                     "x": r.last_exchange,
                 },
             }
+            if int(r.volume) > 0:
+                # Alpaca's snapshot carries the session's volume in dailyBar; the model's trades
+                # all print at the last price, so the bar is flat at it
+                last = float(r.last_price)
+                snap["dailyBar"] = {
+                    "o": last,
+                    "h": last,
+                    "l": last,
+                    "c": last,
+                    "v": int(r.volume),
+                    "n": max(1, int(r.volume) // 10),
+                    "vw": last,
+                    "t": rfc3339(pd.Timestamp(r.last_ts).tz_convert(NY).normalize().value),
+                }
             if r.has_greeks:
                 snap["greeks"] = {
                     "delta": float(r.delta),
@@ -750,9 +759,7 @@ def _make_handler(server: SimulatorServer) -> type[BaseHTTPRequestHandler]:
                     raise ApiError(401, 40110000, "request is not authorized")
                 if f.rate_limit_every and n % f.rate_limit_every == 0:
                     server.stats.fault("rate_limit")
-                    raise ApiError(
-                        429, 42910000, "too many requests", {**rl_headers, "X-RateLimit-Remaining": "0"}
-                    )
+                    raise ApiError(429, 42910000, "too many requests", {**rl_headers, "X-RateLimit-Remaining": "0"})
                 if f.error_rate > 0 and stable_uniform(f.seed, "error", n) < f.error_rate:
                     statuses = f.error_statuses or (500,)
                     st = statuses[int(stable_uniform(f.seed, "status", n) * len(statuses))]
@@ -802,9 +809,7 @@ def main(argv: list[str] | None = None) -> None:
         clock = pd.Timestamp(args.clock).to_pydatetime()
         if clock.tzinfo is None:
             clock = clock.replace(tzinfo=UTC)
-    srv = SimulatorServer(
-        MarketModel(args.seed), host=args.host, port=args.port, ws_port=args.ws_port, clock=clock
-    )
+    srv = SimulatorServer(MarketModel(args.seed), host=args.host, port=args.port, ws_port=args.ws_port, clock=clock)
     srv.start()
     print(f"Alpaca simulator (seed {args.seed}) serving")
     print(f"  base URL (url_override): {srv.base_url}")
