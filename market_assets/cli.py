@@ -97,6 +97,12 @@ def _materialize(
     return outcome
 
 
+def _selects_something(selection: Any) -> bool:
+    from market_assets.definitions import defs
+
+    return bool(selection.resolve(defs.get_repository_def().asset_graph))
+
+
 def _report_step(outcome: StepOutcome) -> None:
     status = "ok" if outcome.success else "FAILED"
     _print(f"      {status} in {outcome.seconds:.1f}s: {', '.join(outcome.materialized) or 'nothing materialized'}")
@@ -156,41 +162,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     sessions = sessions_between(start, end)
     intraday = sessions[-args.intraday_days :] if args.intraday_days > 0 and sessions else []
 
-    steps: list[StepOutcome] = []
-    _print("[1/3] symbols: seed the universe")
-    steps.append(
-        _materialize(
-            "symbols",
+    last = sessions[-1] if sessions else None
+    # (label, selection, partition window, run config): the daily history first, then what only
+    # makes sense for the latest session (option snapshots: Alpaca serves them as of now), the
+    # minute bars of the last few sessions, and the cache warmed from everything before it.
+    plan: list[tuple[str, Any, tuple[date, date] | None, dict[str, Any] | None]] = [
+        (
+            "symbols: seed the universe",
             AssetSelection.assets("symbols"),
-            instance=instance,
-            run_config={"ops": {"symbols": {"config": {"symbols": list(universe)}}}},
-        )
-    )
-    _report_step(steps[-1])
-    if steps[-1].success:
-        _print(f"[2/3] daily partitions {start} .. {end}: bars and everything derived from them")
-        steps.append(
-            _materialize(
-                "daily",
-                AssetSelection.all() - AssetSelection.assets("symbols", "intraday_bars"),
-                instance=instance,
-                partition_range=(start, end),
+            None,
+            {"ops": {"symbols": {"config": {"symbols": list(universe)}}}},
+        ),
+        (
+            f"daily partitions {start} .. {end}: bars and technicals",
+            AssetSelection.groups("ingestion", "technicals") - AssetSelection.assets("symbols", "intraday_bars"),
+            (start, end),
+            None,
+        ),
+    ]
+    if last:
+        plan.append((f"options for the last session {last}", AssetSelection.groups("options"), (last, last), None))
+    if intraday:
+        plan.append(
+            (
+                f"minute bars of the last {len(intraday)} session(s): {intraday[0]} .. {intraday[-1]}",
+                AssetSelection.assets("intraday_bars"),
+                (intraday[0], intraday[-1]),
+                None,
             )
         )
+    if last:
+        plan.append((f"cache warmed for {last}", AssetSelection.groups("cache"), (last, last), None))
+    plan = [step for step in plan if _selects_something(step[1])]
+
+    steps: list[StepOutcome] = []
+    for number, (label, selection, window, run_config) in enumerate(plan, start=1):
+        _print(f"[{number}/{len(plan)}] {label}")
+        steps.append(_materialize(label, selection, instance=instance, run_config=run_config, partition_range=window))
         _report_step(steps[-1])
-        if intraday:
-            _print(f"[3/3] minute bars of the last {len(intraday)} session(s): {intraday[0]} .. {intraday[-1]}")
-            steps.append(
-                _materialize(
-                    "intraday",
-                    AssetSelection.assets("intraday_bars"),
-                    instance=instance,
-                    partition_range=(intraday[0], intraday[-1]),
-                )
-            )
-            _report_step(steps[-1])
-        else:
-            _print("[3/3] minute bars: skipped (--intraday-days 0 or no session in the window)")
+        if not steps[-1].success:
+            skipped = len(plan) - number
+            if skipped:
+                _print(f"      stopping: {skipped} later step(s) depend on this one")
+            break
 
     _print("")
     _print("Summary")

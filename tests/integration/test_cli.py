@@ -50,7 +50,8 @@ def test_run_materializes_the_graph_and_prints_a_summary(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "[1/3] symbols" in out and "[2/3] daily partitions 2026-10-01 .. 2026-10-30" in out
+    assert "] symbols: seed the universe" in out and "] daily partitions 2026-10-01 .. 2026-10-30" in out
+    assert "] options for the last session 2026-10-30" in out
     assert "result: SUCCESS" in out and "checks:" in out and " 0 failed" in out
     assert "market.bars_daily" in out and "market.quarantine" in out
     with psycopg.connect(to_conninfo(database_url)) as conn:
