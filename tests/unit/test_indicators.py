@@ -227,3 +227,97 @@ def test_lookback_helpers_monotone() -> None:
     assert ind.required_lookback(1e-10) == max(
         ind.ema_lookback(26, 1e-10), ind.wilder_lookback(14, 1e-10), ind.macd_lookback(tolerance=1e-10)
     )
+
+
+@pytest.mark.parametrize("mode", ["never", "always"])
+def test_serial_and_threaded_kernels_match_talib(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both kernel families (serial, and ``prange`` on numba's threads when > 1) give TA-Lib's values."""
+    monkeypatch.setattr(ind, "_parallel_mode", mode)
+    _o, h, lo, c = _ohlc(31, 700.0, rows=64, t=600)  # 38 400 values: above the threading threshold
+    c[5, :100] = np.nan
+    h[5, :100] = lo[5, :100] = np.nan
+    _same(ind.rsi(c), _rows(talib.RSI, c))
+    _same(ind.ema(c, 12), _rows(lambda r: talib.EMA(r, 12), c))
+    for k in range(3):
+        _same(ind.macd(c)[k], _rows(lambda r, k=k: talib.MACD(r)[k], c))
+    for n, arr in ind.smas(c, (20, 50, 200)).items():
+        _same(arr, _rows(lambda r, n=n: talib.SMA(r, n), c))
+    _same(ind.bbands(c, 20)[0], _rows(lambda r: talib.BBANDS(r, 20)[0], c))
+    _same(ind.atr(h, lo, c), _rows(talib.ATR, h, lo, c))
+    _same(ind.stoch(h, lo, c)[0], _rows(lambda a, b, d: talib.STOCH(a, b, d)[0], h, lo, c))
+    _same(ind.rolling_max(h, 30), _rows(lambda r: talib.MAX(r, 30), h), 0.0)
+
+
+def test_forked_child_after_threaded_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GNU OpenMP kills a forked child that launches threads after its parent did; the child must
+    fall back to the serial kernels and still compute."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(ind, "_parallel_mode", "always")
+    x = _walk(32, 100.0, rows=64, t=600)
+    expected = ind.rsi(x)  # threaded launch in the parent
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply(ind.rsi, (x,))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_stoch_slowk_leading_nan_matches_talib_on_valid_tail() -> None:
+    _o, h, lo, c = _ohlc(33, 60.0, rows=3, t=200)
+    for arr in (h, lo, c):
+        arr[1, :40] = np.nan
+    for k in range(2):
+        _same(ind.stoch(h, lo, c)[k], _rows(lambda a, b, d, k=k: talib.STOCH(a, b, d)[k], h, lo, c))
+        _same(
+            ind.stoch(h, lo, c, 14, 3, 5)[k],
+            _rows(lambda a, b, d, k=k: talib.STOCH(a, b, d, 14, 3, 0, 5, 0)[k], h, lo, c),
+        )
+
+
+def test_rolling_extremes_trending_and_nan_windows() -> None:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    down = np.linspace(500.0, 100.0, 1000)  # every bar the maximum leaves the window
+    _same(ind.rolling_max(down, 1), down, 0.0)
+    for n in (2, 5, 30, 252):
+        _same(ind.rolling_max(down, n), talib.MAX(down, n), 0.0)
+        _same(ind.rolling_min(down[::-1], n), talib.MIN(down[::-1], n), 0.0)
+    x = _walk(34, 50.0, rows=1, t=400)[0]
+    x[[100, 103, 250]] = np.nan
+    for n in (4, 7, 60):
+        win = sliding_window_view(x, n)
+        ref = np.full(x.shape, np.nan)
+        ref[n - 1 :] = win.max(axis=1)  # NaN for windows holding a NaN
+        _same(ind.rolling_max(x, n), ref, 0.0)
+        ref[n - 1 :] = win.min(axis=1)
+        _same(ind.rolling_min(x, n), ref, 0.0)
+
+
+def test_windowed_recovery_after_interior_nan_matches_talib_on_the_rest() -> None:
+    _o, h, lo, c = _ohlc(35, 900.0, rows=2, t=500)
+    gap = 180
+    for arr in (h, lo, c):
+        arr[:, gap] = np.nan
+    tail = slice(gap + 1, None)
+    _same(ind.sma(c, 50)[:, tail], _rows(lambda r: talib.SMA(r, 50), c[:, tail]))
+    _same(ind.bbands(c, 20)[1][:, tail], _rows(lambda r: talib.BBANDS(r, 20)[1], c[:, tail]))
+    _same(ind.bbands(c, 20)[0][:, tail], _rows(lambda r: talib.BBANDS(r, 20)[0], c[:, tail]))
+    # slow %D at t reads bars t-8..t (5 + 3 + 3 - 2): exactly those windows hold the gap
+    slowd = ind.stoch(h, lo, c)[1]
+    assert np.isnan(slowd[:, gap : gap + 9]).all() and np.isfinite(slowd[:, gap + 9 :]).all()
+
+
+def test_long_series_running_sums_stay_exact() -> None:
+    """Re-anchored running sums do not drift on long, high-priced series (minute bars)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    x = _walk(36, 5000.0, rows=2, t=30_000, vol=0.002)
+    for n in (20, 200):
+        exact = sliding_window_view(x, n, axis=1).mean(axis=-1)
+        assert np.max(np.abs(ind.sma(x, n)[:, n - 1 :] - exact)) <= 1e-9
+        _same(ind.sma(x, n), _rows(lambda r, n=n: talib.SMA(r, n), x))
+    _upper, middle, _lower = ind.bbands(x, 20)
+    std = sliding_window_view(x, 20, axis=1).std(axis=-1)
+    assert np.max(np.abs((_upper - middle)[:, 19:] / 2.0 - std)) <= 1e-9
