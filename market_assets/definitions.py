@@ -11,7 +11,7 @@ import os
 
 from dagster import Definitions, EnvVar, load_assets_from_modules
 
-from market_assets.assets import bars, options
+from market_assets.assets import bars, options, technicals
 from market_assets.resources.alpaca import AlpacaResource
 from market_assets.resources.warehouse import WarehouseResource
 from market_assets.schedules import after_close_schedule, daily_market_job
@@ -39,7 +39,7 @@ def build_resources() -> dict[str, object]:
 
 
 defs = Definitions(
-    assets=load_assets_from_modules([bars, options]),
+    assets=load_assets_from_modules([bars, options, technicals]),
     jobs=[daily_market_job],
     schedules=[after_close_schedule],
     resources=build_resources(),
