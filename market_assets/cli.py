@@ -133,6 +133,7 @@ def _table_counts(start: date, end: date) -> list[tuple[str, int, int | str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = load_settings()
+    load_option_settings()  # a bad RISK_FREE_RATE / DIVIDEND_YIELDS fails here, not mid-run
     universe = parse_symbols(args.symbols, "--symbols") if args.symbols else settings.symbols
     default_start, default_end = default_window(settings)
     start = parse_date(args.start, "--start") if args.start else default_start

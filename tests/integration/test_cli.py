@@ -71,6 +71,8 @@ def test_bad_settings_exit_2_naming_the_variable(tmp_path: Path) -> None:
     assert "MARKET_SYMBOLS" in done.stderr and "NOT-A-SYMBOL" in done.stderr
     done = cli(["run", "--start", "2026-13-01"], {"MARKET_DATA_HOME": str(tmp_path)})
     assert done.returncode == 2 and "--start" in done.stderr
+    done = cli(["run"], {"RISK_FREE_RATE": "4.5", "MARKET_DATA_HOME": str(tmp_path)})
+    assert done.returncode == 2 and "RISK_FREE_RATE" in done.stderr
 
 
 def test_unreachable_database_is_reported(tmp_path: Path) -> None:
