@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from market_assets.options_settings import load_option_settings
 from market_assets.settings import Settings, SettingsError, load_settings, parse_date, parse_symbols
 
 SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.quarantine")
