@@ -19,7 +19,19 @@ from typing import Any
 from market_assets.options_settings import load_option_settings
 from market_assets.settings import Settings, SettingsError, load_settings, parse_date, parse_symbols
 
-SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.quarantine")
+# table -> its date column, for the "in window" count (None: counted in total only)
+SUMMARY_TABLES: dict[str, str | None] = {
+    "market.symbols": None,
+    "market.bars_daily": "session",
+    "market.bars_minute": "session",
+    "market.indicators_daily": "session",
+    "market.patterns": "session",
+    "market.support_resistance": "session",
+    "market.option_chain": "snapshot_date",
+    "market.option_greeks": "snapshot_date",
+    "market.options_flow_daily": "snapshot_date",
+    "market.quarantine": None,
+}
 QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -119,14 +131,13 @@ def _table_counts(start: date, end: date) -> list[tuple[str, int, int | str]]:
 
     warehouse = WarehouseResource(database_url=os.environ["DATABASE_URL"])
     rows = []
-    for table in SUMMARY_TABLES:
+    for table, date_column in SUMMARY_TABLES.items():
         total = int(warehouse.scalar(f"SELECT count(*) FROM {table}"))
-        if table.startswith("market.bars"):
+        window: int | str = "-"
+        if date_column:
             window = int(
-                warehouse.scalar(f"SELECT count(*) FROM {table} WHERE session BETWEEN %s AND %s", (start, end))
+                warehouse.scalar(f"SELECT count(*) FROM {table} WHERE {date_column} BETWEEN %s AND %s", (start, end))
             )
-        else:
-            window = "-"
         rows.append((table, total, window))
     return rows
 
@@ -212,9 +223,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print("Summary")
     try:
         counts = _table_counts(start, end)
-        _print(f"  {'table':<22} {'rows':>10} {'in window':>10}")
+        _print(f"  {'table':<28} {'rows':>10} {'in window':>10}")
         for table, total, window in counts:
-            _print(f"  {table:<22} {total:>10} {window!s:>10}")
+            _print(f"  {table:<28} {total:>10} {window!s:>10}")
     except Exception as exc:
         _print(f"  (could not count rows: {exc})")
     checks = [c for s in steps for c in s.checks]

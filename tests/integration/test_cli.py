@@ -53,7 +53,7 @@ def test_run_materializes_the_graph_and_prints_a_summary(
     assert "] symbols: seed the universe" in out and "] daily partitions 2026-10-01 .. 2026-10-30" in out
     assert "] options for the last session 2026-10-30" in out
     assert "result: SUCCESS" in out and "checks:" in out and " 0 failed" in out
-    assert "market.bars_daily" in out and "market.quarantine" in out
+    assert "market.bars_daily" in out and "market.quarantine" in out and "market.option_greeks" in out
     with psycopg.connect(to_conninfo(database_url)) as conn:
         n = conn.execute(
             "SELECT count(*) FROM market.bars_daily WHERE session BETWEEN '2026-10-01' AND '2026-10-30'"
