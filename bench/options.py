@@ -91,9 +91,7 @@ def main(n: int = 1_000_000) -> None:
     )
     print(f"  py_vollib_vectorized {n / t_pvv / 1e6:8.3f} M options/s   max|iv-sigma| {err_pvv:.2e}")
     print(f"  vollib scalar loop   {n / t_vollib / 1e6:8.3f} M options/s   (sample of {m}, extrapolated)")
-    print(
-        f"  ratio vs py_vollib_vectorized: {t_pvv / t_ours:.2f}x   vs vollib loop: {t_vollib / t_ours:.1f}x"
-    )
+    print(f"  ratio vs py_vollib_vectorized: {t_pvv / t_ours:.2f}x   vs vollib loop: {t_vollib / t_ours:.1f}x")
 
     # --- Greeks, full set ---
     greeks(flag[:1000], S[:1000], K[:1000], T[:1000], r[:1000], q[:1000], sigma[:1000])

@@ -12,7 +12,10 @@ import os
 from dagster import Definitions, EnvVar, load_assets_from_modules
 
 from market_assets.assets import bars, options, technicals
+from market_assets.assets import cache as cache_assets
+from market_assets.assets.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
 from market_assets.resources.alpaca import AlpacaResource
+from market_assets.resources.cache import CacheResource
 from market_assets.resources.warehouse import WarehouseResource
 from market_assets.schedules import after_close_schedule, daily_market_job
 from market_assets.settings import load_settings
@@ -35,12 +38,15 @@ def build_resources() -> dict[str, object]:
             timeout_seconds=settings.http_timeout_seconds,
         ),
         "warehouse": WarehouseResource(database_url=_env("DATABASE_URL"), data_home=str(settings.data_home)),
+        "cache": CacheResource(redis_url=_env("REDIS_URL"), data_home=str(settings.data_home)),
+        "market_clock": MarketClockResource(),
     }
 
 
 defs = Definitions(
-    assets=load_assets_from_modules([bars, options, technicals]),
-    jobs=[daily_market_job],
+    assets=load_assets_from_modules([bars, cache_assets, options, technicals]),
+    jobs=[daily_market_job, intraday_refresh_job],
+    sensors=[intraday_refresh_sensor],
     schedules=[after_close_schedule],
     resources=build_resources(),
 )

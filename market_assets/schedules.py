@@ -27,7 +27,7 @@ AFTER_CLOSE = timedelta(minutes=30)
 
 daily_market_job = define_asset_job(
     "daily_market_job",
-    selection=AssetSelection.groups("ingestion", "technicals", "options") - AssetSelection.assets("symbols"),
+    selection=AssetSelection.groups("ingestion", "technicals", "options", "cache") - AssetSelection.assets("symbols"),
     partitions_def=daily_partitions,
     description="Ingest and derive one New York trading day (the partition).",
 )

@@ -46,9 +46,7 @@ def bar_schema(timeframe: str) -> pa.DataFrameSchema:
             error="ts is not midnight New York time of an NYSE session",
         )
     else:
-        on_session = Check(
-            minute_in_session, name="on_session", error="ts is outside the NYSE regular session"
-        )
+        on_session = Check(minute_in_session, name="on_session", error="ts is outside the NYSE regular session")
     return pa.DataFrameSchema(
         {
             "symbol": Column(str, Check.str_matches(SYMBOL_PATTERN.pattern), nullable=False),
@@ -61,9 +59,7 @@ def bar_schema(timeframe: str) -> pa.DataFrameSchema:
             "trade_count": Column(float, Check.ge(0), nullable=True),
             "vwap": Column(float, Check.gt(0), nullable=True),
         },
-        checks=[
-            Check(_ohlc_consistent, name="ohlc", error="OHLC inconsistent: need low <= open, close <= high")
-        ],
+        checks=[Check(_ohlc_consistent, name="ohlc", error="OHLC inconsistent: need low <= open, close <= high")],
         unique=["symbol", "ts"],
         report_duplicates="all",
         strict=False,
@@ -83,9 +79,7 @@ def coerce_raw_bars(raw: pd.DataFrame) -> pd.DataFrame:
     so that the schema, not a parser exception, reports them."""
     out = pd.DataFrame(index=raw.index)
     out["symbol"] = raw["symbol"].astype("string").astype(object)
-    out["ts"] = pd.to_datetime(raw.get("t"), utc=True, errors="coerce", format="ISO8601").astype(
-        "datetime64[ns, UTC]"
-    )
+    out["ts"] = pd.to_datetime(raw.get("t"), utc=True, errors="coerce", format="ISO8601").astype("datetime64[ns, UTC]")
     for wire, name in (
         ("o", "open"),
         ("h", "high"),

@@ -165,13 +165,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     symbols = parse_symbols(symbols_raw) if symbols_raw else DEFAULT_SYMBOLS
 
     start_raw = get("MARKET_HISTORY_START")
-    history_start = (
-        parse_date(start_raw, "MARKET_HISTORY_START") if start_raw else date.today() - timedelta(days=365)
-    )
+    history_start = parse_date(start_raw, "MARKET_HISTORY_START") if start_raw else date.today() - timedelta(days=365)
     if history_start < date(2015, 1, 2):
-        raise SettingsError(
-            f"MARKET_HISTORY_START={history_start} is before 2015-01-02, the earliest supported"
-        )
+        raise SettingsError(f"MARKET_HISTORY_START={history_start} is before 2015-01-02, the earliest supported")
 
     rate = _parse_positive(get("ALPACA_RATE_LIMIT_PER_MINUTE") or "180", "ALPACA_RATE_LIMIT_PER_MINUTE")
     timeout = _parse_positive(get("ALPACA_HTTP_TIMEOUT_SECONDS") or "30", "ALPACA_HTTP_TIMEOUT_SECONDS")

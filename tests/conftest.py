@@ -27,9 +27,7 @@ from market_assets.embedded import (
 )
 from market_assets.resources.warehouse import WarehouseResource, to_conninfo
 
-TRUNCATE = (
-    "TRUNCATE market.bars_daily, market.bars_minute, market.quarantine, market.ingestion_log, market.symbols"
-)
+TRUNCATE = "TRUNCATE market.bars_daily, market.bars_minute, market.quarantine, market.ingestion_log, market.symbols"
 
 
 @pytest.fixture(scope="session")

@@ -143,9 +143,7 @@ def test_minute_bars_half_day_and_hour_bars(server: SimulatorServer, model: Mark
         assert g.ts.iloc[-1] == pd.Timestamp("2024-11-29 17:59Z")  # last minute before 13:00 ET
         assert (g.open.iloc[0], g.close.iloc[-1]) == (d.open, d.close)
         assert (g.high.max(), g.low.min(), g.volume.sum()) == (d.high, d.low, d.volume)
-        assert (
-            (g.low <= g[["open", "close"]].min(axis=1)) & (g.high >= g[["open", "close"]].max(axis=1))
-        ).all()
+        assert ((g.low <= g[["open", "close"]].min(axis=1)) & (g.high >= g[["open", "close"]].max(axis=1))).all()
     hours = client.get_stock_bars(
         StockBarsRequest(symbol_or_symbols="AAPL", timeframe=TimeFrame.Hour, start=start, end=end)
     )
@@ -297,13 +295,9 @@ def test_option_chain_through_alpaca_py(server: SimulatorServer, model: MarketMo
         assert (snap.latest_quote.bid_price, snap.latest_quote.ask_price) == (t.bid, t.ask)
         assert snap.latest_quote.ask_price >= snap.latest_quote.bid_price >= 0
         assert snap.latest_quote.timestamp == model.session_close(session)
-    raw = OptionHistoricalDataClient(
-        server.api_key, server.secret_key, raw_data=True, url_override=server.base_url
-    )
+    raw = OptionHistoricalDataClient(server.api_key, server.secret_key, raw_data=True, url_override=server.base_url)
     calls = raw.get_option_chain(
-        OptionChainRequest(
-            underlying_symbol="AMZN", type="call", strike_price_gte=800, expiration_date="2025-02-21"
-        )
+        OptionChainRequest(underlying_symbol="AMZN", type="call", strike_price_gte=800, expiration_date="2025-02-21")
     )
     assert calls and all(s[4:10] == "250221" and s[10] == "C" and int(s[11:]) >= 800_000 for s in calls)
 
@@ -409,9 +403,7 @@ def test_determinism_across_model_instances() -> None:
     a, b, c = MarketModel(seed=42), MarketModel(seed=42), MarketModel(seed=43)
     syms = ["AAPL", "XOM", "TINY"]
     da = a.daily_bars(syms, date(2016, 1, 1), date(2026, 12, 31))
-    pd.testing.assert_frame_equal(
-        da, b.daily_bars(syms, date(2016, 1, 1), date(2026, 12, 31)), check_exact=True
-    )
+    pd.testing.assert_frame_equal(da, b.daily_bars(syms, date(2016, 1, 1), date(2026, 12, 31)), check_exact=True)
     assert not da.equals(c.daily_bars(syms, date(2016, 1, 1), date(2026, 12, 31)))
     s, e = datetime(2023, 3, 1, tzinfo=UTC), datetime(2023, 3, 3, tzinfo=UTC)
     pd.testing.assert_frame_equal(a.minute_bars(syms, s, e), b.minute_bars(syms, s, e), check_exact=True)

@@ -95,11 +95,7 @@ def _small_t(h: np.ndarray, t: np.ndarray) -> np.ndarray:
                 -82845
                 + 270270 * a
                 + h2
-                * (
-                    -20370
-                    + 135135 * a
-                    + h2 * (-1926 + 25740 * a + h2 * (-75 + 2145 * a + h2 * (-1 + 78 * a + a * h2)))
-                )
+                * (-20370 + 135135 * a + h2 * (-1926 + 25740 * a + h2 * (-75 + 2145 * a + h2 * (-1 + 78 * a + a * h2))))
             )
         )
         * w
@@ -109,20 +105,13 @@ def _small_t(h: np.ndarray, t: np.ndarray) -> np.ndarray:
         (
             -6555
             + 10395 * a
-            + h2
-            * (
-                -4680
-                + 17325 * a
-                + h2 * (-840 + 6930 * a + h2 * (-52 + 990 * a + h2 * (-1 + 55 * a + a * h2)))
-            )
+            + h2 * (-4680 + 17325 * a + h2 * (-840 + 6930 * a + h2 * (-52 + 990 * a + h2 * (-1 + 55 * a + a * h2))))
         )
         / 39916800
         + e
     )
     e = w * (
-        (-561 + 945 * a + h2 * (-285 + 1260 * a + h2 * (-33 + 378 * a + h2 * (-1 + 36 * a + a * h2))))
-        / 362880
-        + e
+        (-561 + 945 * a + h2 * (-285 + 1260 * a + h2 * (-33 + 378 * a + h2 * (-1 + 36 * a + a * h2)))) / 362880 + e
     )
     e = w * ((-57 + 105 * a + h2 * (-18 + 105 * a + h2 * (-1 + 21 * a + a * h2))) / 5040 + e)
     e = w * ((-7 + 15 * a + h2 * (-1 + 10 * a + a * h2)) / 120 + e)
@@ -179,9 +168,9 @@ def _rc_interp(x, x_l, x_r, y_l, y_r, d_l, d_r, r):  # type: ignore[no-untyped-d
     omt = 1 - t
     t2 = t * t
     omt2 = omt * omt
-    cubic = (
-        y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2 + y_l * omt2 * omt
-    ) / (1 + (r - 3) * t * omt)
+    cubic = (y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2 + y_l * omt2 * omt) / (
+        1 + (r - 3) * t * omt
+    )
     linear = y_r * t + y_l * (1 - t)
     val = np.where(r >= RC_MAX, linear, cubic)
     return np.where(np.abs(h) <= 0, 0.5 * (y_l + y_r), val)

@@ -114,4 +114,3 @@ def drawdown(close: np.ndarray, n: int = TRADING_DAYS) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(np.isnan(c), np.nan, c / peak - 1.0)
     return _restore(out, one_d)
-

@@ -151,9 +151,7 @@ def parse_occ_series(symbols: pd.Series) -> pd.DataFrame:
     ok = s.str.fullmatch(OCC_PATTERN).fillna(False).astype(bool)
     out: dict[str, Any] = {
         "root": s.str.slice(0, -15).where(ok),
-        "expiration": pd.to_datetime(
-            s.str.slice(-15, -9).where(ok), format="%y%m%d", errors="coerce"
-        ).dt.date,
+        "expiration": pd.to_datetime(s.str.slice(-15, -9).where(ok), format="%y%m%d", errors="coerce").dt.date,
         "type": s.str.slice(-9, -8).map({"C": "call", "P": "put"}).where(ok),
         "strike": pd.to_numeric(s.str.slice(-8).where(ok), errors="coerce") / 1000.0,
     }

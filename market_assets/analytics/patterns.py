@@ -320,7 +320,10 @@ def ma_crosses(
             slope = abs(fast[i] / fast[j] - 1.0) if np.isfinite(fast[j]) and fast[j] else 0.0
             hits.append(
                 PatternHit(
-                    int(i), name, direction, float(np.clip(slope / 0.02, 0.0, 1.0)),
+                    int(i),
+                    name,
+                    direction,
+                    float(np.clip(slope / 0.02, 0.0, 1.0)),
                     {"fast": _f(fast[i]), "slow": _f(slow[i])},
                 )
             )
@@ -337,19 +340,43 @@ def rsi_signals(rsi_values: np.ndarray, upper: float = 70.0, lower: float = 30.0
     up_l, down_l = _crosses(r, np.full_like(r, lower))
     hits: list[PatternHit] = []
     for i in up_u:
-        hits.append(PatternHit(int(i), "rsi_overbought_entry", "bearish",
-                               float(np.clip((r[i] - upper) / (100 - upper), 0, 1)), {"rsi": _f(r[i])}))
+        hits.append(
+            PatternHit(
+                int(i),
+                "rsi_overbought_entry",
+                "bearish",
+                float(np.clip((r[i] - upper) / (100 - upper), 0, 1)),
+                {"rsi": _f(r[i])},
+            )
+        )
     for i in down_u:
         peak = np.nanmax(r[max(i - 20, 0) : i])
-        hits.append(PatternHit(int(i), "rsi_overbought_exit", "bearish",
-                               float(np.clip((peak - upper) / (100 - upper), 0, 1)), {"rsi": _f(r[i])}))
+        hits.append(
+            PatternHit(
+                int(i),
+                "rsi_overbought_exit",
+                "bearish",
+                float(np.clip((peak - upper) / (100 - upper), 0, 1)),
+                {"rsi": _f(r[i])},
+            )
+        )
     for i in down_l:
-        hits.append(PatternHit(int(i), "rsi_oversold_entry", "bullish",
-                               float(np.clip((lower - r[i]) / lower, 0, 1)), {"rsi": _f(r[i])}))
+        hits.append(
+            PatternHit(
+                int(i), "rsi_oversold_entry", "bullish", float(np.clip((lower - r[i]) / lower, 0, 1)), {"rsi": _f(r[i])}
+            )
+        )
     for i in up_l:
         trough = np.nanmin(r[max(i - 20, 0) : i])
-        hits.append(PatternHit(int(i), "rsi_oversold_exit", "bullish",
-                               float(np.clip((lower - trough) / lower, 0, 1)), {"rsi": _f(r[i])}))
+        hits.append(
+            PatternHit(
+                int(i),
+                "rsi_oversold_exit",
+                "bullish",
+                float(np.clip((lower - trough) / lower, 0, 1)),
+                {"rsi": _f(r[i])},
+            )
+        )
     return hits
 
 
@@ -361,8 +388,15 @@ def macd_crosses(macd_line: np.ndarray, signal: np.ndarray, close: np.ndarray) -
     for idx_arr, name, direction in ((up, "macd_bullish_cross", "bullish"), (down, "macd_bearish_cross", "bearish")):
         for i in idx_arr:
             strength = abs(macd_line[i]) / (0.02 * close[i]) if close[i] else 0.0
-            hits.append(PatternHit(int(i), name, direction, float(np.clip(strength, 0, 1)),
-                                   {"macd": _f(macd_line[i]), "signal": _f(signal[i])}))
+            hits.append(
+                PatternHit(
+                    int(i),
+                    name,
+                    direction,
+                    float(np.clip(strength, 0, 1)),
+                    {"macd": _f(macd_line[i]), "signal": _f(signal[i])},
+                )
+            )
     return hits
 
 
@@ -391,16 +425,26 @@ def breakouts(
         down = (c < sup) & ~(np.concatenate([[False], c[:-1] < sup[:-1]]))
     for i in np.flatnonzero(up):
         rv = rel_volume[i]
-        hits.append(PatternHit(int(i), "breakout_resistance", "bullish",
-                               float(np.clip(rv / 2.0, 0, 1)) if np.isfinite(rv) else 0.0,
-                               {"level": _f(res[i]), "relative_volume": None if not np.isfinite(rv) else _f(rv),
-                                "window": n}))
+        hits.append(
+            PatternHit(
+                int(i),
+                "breakout_resistance",
+                "bullish",
+                float(np.clip(rv / 2.0, 0, 1)) if np.isfinite(rv) else 0.0,
+                {"level": _f(res[i]), "relative_volume": None if not np.isfinite(rv) else _f(rv), "window": n},
+            )
+        )
     for i in np.flatnonzero(down):
         rv = rel_volume[i]
-        hits.append(PatternHit(int(i), "breakdown_support", "bearish",
-                               float(np.clip(rv / 2.0, 0, 1)) if np.isfinite(rv) else 0.0,
-                               {"level": _f(sup[i]), "relative_volume": None if not np.isfinite(rv) else _f(rv),
-                                "window": n}))
+        hits.append(
+            PatternHit(
+                int(i),
+                "breakdown_support",
+                "bearish",
+                float(np.clip(rv / 2.0, 0, 1)) if np.isfinite(rv) else 0.0,
+                {"level": _f(sup[i]), "relative_volume": None if not np.isfinite(rv) else _f(rv), "window": n},
+            )
+        )
     return hits
 
 
@@ -457,12 +501,21 @@ def double_tops_bottoms(
             if seg.size and ((top and seg.max() > max(p1, p2)) or (not top and seg.min() < min(p1, p2))):
                 continue
             strength = 0.5 * (1 - diff / tolerance) + 0.5 * min(depth / (3 * min_depth), 1.0)
-            hits.append(PatternHit(
-                done, "double_top" if top else "double_bottom", "bearish" if top else "bullish",
-                float(np.clip(strength, 0, 1)),
-                {"first_peak_index": int(a), "second_peak_index": int(b), "neckline": _f(neck),
-                 "first_peak": _f(p1), "second_peak": _f(p2)},
-            ))
+            hits.append(
+                PatternHit(
+                    done,
+                    "double_top" if top else "double_bottom",
+                    "bearish" if top else "bullish",
+                    float(np.clip(strength, 0, 1)),
+                    {
+                        "first_peak_index": int(a),
+                        "second_peak_index": int(b),
+                        "neckline": _f(neck),
+                        "first_peak": _f(p1),
+                        "second_peak": _f(p2),
+                    },
+                )
+            )
     return hits
 
 
@@ -525,10 +578,19 @@ def head_and_shoulders(
             if seg.size and ((top and seg.max() > ph) or (not top and seg.min() < ph)):
                 continue
             strength = 0.5 * (1 - asym / shoulder_tolerance) + 0.5 * min(prominence / (3 * min_head), 1.0)
-            hits.append(PatternHit(
-                done, "head_and_shoulders" if top else "inverse_head_and_shoulders",
-                "bearish" if top else "bullish", float(np.clip(strength, 0, 1)),
-                {"left_shoulder_index": int(left), "head_index": int(head), "right_shoulder_index": int(right),
-                 "neckline_at_break": _f(neck[j]), "neckline_slope": _f(slope)},
-            ))
+            hits.append(
+                PatternHit(
+                    done,
+                    "head_and_shoulders" if top else "inverse_head_and_shoulders",
+                    "bearish" if top else "bullish",
+                    float(np.clip(strength, 0, 1)),
+                    {
+                        "left_shoulder_index": int(left),
+                        "head_index": int(head),
+                        "right_shoulder_index": int(right),
+                        "neckline_at_break": _f(neck[j]),
+                        "neckline_slope": _f(slope),
+                    },
+                )
+            )
     return hits

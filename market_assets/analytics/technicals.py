@@ -38,12 +38,35 @@ __all__ = [
 LOOKBACK_SESSIONS: int = max(ind.required_lookback(1e-13), 253)
 
 TECHNICAL_COLUMNS: tuple[str, ...] = (
-    "rsi", "macd", "macd_signal", "macd_hist", "sma_20", "sma_50", "sma_200", "ema_12", "ema_26",
-    "bb_upper", "bb_middle", "bb_lower", "atr_14", "stoch_k", "stoch_d", "volume_sma_20",
-    "relative_volume", "volume_zscore", "volume_spike", "obv", "ad",
+    "rsi",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "ema_12",
+    "ema_26",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr_14",
+    "stoch_k",
+    "stoch_d",
+    "volume_sma_20",
+    "relative_volume",
+    "volume_zscore",
+    "volume_spike",
+    "obv",
+    "ad",
     *(f"return_{k}d" for k in mv.RETURN_HORIZONS),
     *(f"log_return_{k}d" for k in mv.RETURN_HORIZONS),
-    "gap_pct", "true_range", "realized_vol_20", "dist_52w_high", "dist_52w_low", "drawdown",
+    "gap_pct",
+    "true_range",
+    "realized_vol_20",
+    "dist_52w_high",
+    "dist_52w_low",
+    "drawdown",
 )
 
 _PRICE_COLS = ("open", "high", "low", "close", "volume")
@@ -91,8 +114,7 @@ def _anchor_arrays(
         return None, None
     idx = np.full(block.symbols.size, -1, dtype=np.int64)
     val = np.full(block.symbols.size, np.nan)
-    key = pd.DataFrame({"symbol": block.symbols[block.row], "ts": block.ts_sorted, "col": block.col,
-                        "r": block.row})
+    key = pd.DataFrame({"symbol": block.symbols[block.row], "ts": block.ts_sorted, "col": block.col, "r": block.row})
     a = anchors[["symbol", "ts", column]].copy()
     a["symbol"] = a["symbol"].astype(str)
     a["ts"] = pd.to_datetime(a["ts"], utc=True) if not pd.api.types.is_datetime64_any_dtype(a["ts"]) else a["ts"]
@@ -186,8 +208,9 @@ def detect_patterns(bars: pd.DataFrame, breakout_window: int = 20, swing_window:
             vals = fn(o[r, sl], h[r, sl], lo[r, sl], c[r, sl])
             for i in np.flatnonzero(vals):
                 val = int(vals[i])
-                records.append((sym, ts[i], name, "bullish" if val > 0 else "bearish", abs(val) / 100.0,
-                                {"talib_value": val}))
+                records.append(
+                    (sym, ts[i], name, "bullish" if val > 0 else "bearish", abs(val) / 100.0, {"talib_value": val})
+                )
     sma = ind.smas(c, (50, 200))
     rsi_v = ind.rsi(c, 14)
     macd_v, sig_v, _ = ind.macd(c)
@@ -238,9 +261,18 @@ def support_resistance(
         tss = ts[-lookback:]
         a = atr_v[r, sl][-1]
         for lvl in lv.support_resistance_levels(hs, ls, cs, w=swing_window, atr=a, atr_mult=atr_mult):
-            rows.append({"symbol": sym, "as_of": as_of_ts, "kind": lvl["kind"], "level": lvl["level"],
-                         "touches": lvl["touches"], "first_touch": tss[int(lvl["first_index"])],
-                         "last_touch": tss[int(lvl["last_index"])], "strength": lvl["strength"]})
+            rows.append(
+                {
+                    "symbol": sym,
+                    "as_of": as_of_ts,
+                    "kind": lvl["kind"],
+                    "level": lvl["level"],
+                    "touches": lvl["touches"],
+                    "first_touch": tss[int(lvl["first_index"])],
+                    "last_touch": tss[int(lvl["last_index"])],
+                    "strength": lvl["strength"],
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -7,3 +7,5 @@ month of days per run), so its warning is silenced here instead of being printed
 import warnings
 
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function `asset` is currently in beta")
+# Dagster's own @sensor passes `owners` through to a beta initializer parameter on every load.
+warnings.filterwarnings("ignore", message=r"Parameter `owners` of initializer `SensorDefinition.__init__`")

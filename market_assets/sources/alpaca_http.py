@@ -42,9 +42,7 @@ class RateLimiter:
     `pause_until` lets a 429's `X-RateLimit-Reset` stop every thread, not just the one that saw it.
     """
 
-    def __init__(
-        self, per_minute: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, per_minute: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
         self.capacity = float(burst if burst is not None else max(1, min(int(per_minute // 6), 30)))
         self._tokens = self.capacity
@@ -166,15 +164,9 @@ class ResilientSession(requests.Session):
                 if status not in RETRY_STATUSES:
                     return response
                 last_problem = f"HTTP {status}"
-                wait = (
-                    self._wait_for_rate_limit(response, attempt) if status == 429 else self.backoff(attempt)
-                )
+                wait = self._wait_for_rate_limit(response, attempt) if status == 429 else self.backoff(attempt)
             if attempt == self.max_attempts:
                 break
-            log.warning(
-                "%s: %s, retry %d/%d in %.2fs", what, last_problem, attempt, self.max_attempts - 1, wait
-            )
+            log.warning("%s: %s, retry %d/%d in %.2fs", what, last_problem, attempt, self.max_attempts - 1, wait)
             self._sleep(wait)
-        raise AlpacaUnavailableError(
-            f"{what} failed after {self.max_attempts} attempts (last: {last_problem})"
-        )
+        raise AlpacaUnavailableError(f"{what} failed after {self.max_attempts} attempts (last: {last_problem})")

@@ -359,9 +359,7 @@ class MarketModel:
         mh[ih] = h_d
         ml[il] = l_d
         k = np.arange(n)
-        weight = (1.0 + 2.0 * np.exp(-k / 30.0) + 1.5 * np.exp(-(n - 1 - k) / 20.0)) * np.exp(
-            rng.normal(0.0, 0.3, n)
-        )
+        weight = (1.0 + 2.0 * np.exp(-k / 30.0) + 1.5 * np.exp(-(n - 1 - k) / 20.0)) * np.exp(rng.normal(0.0, 0.3, n))
         weight = weight[idx] / weight[idx].sum()
         npres = len(idx)
         vol = 1 + rng.multinomial(v_d - npres, weight).astype(np.int64)
@@ -393,9 +391,7 @@ class MarketModel:
             np.round(np.clip(vw, lo, hi), 4),
         )
 
-    def _intraday(
-        self, symbols: str | list[str], start: datetime, end: datetime, hourly: bool
-    ) -> pd.DataFrame:
+    def _intraday(self, symbols: str | list[str], start: datetime, end: datetime, hourly: bool) -> pd.DataFrame:
         s_ns, e_ns = _to_ns(start), _to_ns(end)
         parts = []
         for sym in _norm_symbols(symbols):
@@ -502,9 +498,7 @@ class MarketModel:
         sigma = self.smile_vol(underlying, k, t)
         is_call = np.array([x == "C" for x in rows_right])
         price, greeks = bsm_price_greeks(is_call, spot, strike, t, r, q, sigma)
-        symbols = [
-            occ_symbol(underlying, e, rt, kk) for e, rt, kk in zip(rows_exp, rows_right, rows_k, strict=True)
-        ]
+        symbols = [occ_symbol(underlying, e, rt, kk) for e, rt, kk in zip(rows_exp, rows_right, rows_k, strict=True)]
         day = session.isoformat()
         u = np.array([[stable_uniform(self.seed, s, day, tag) for tag in range(8)] for s in symbols])
         u = u.reshape(n, 8)

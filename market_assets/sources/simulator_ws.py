@@ -218,9 +218,7 @@ class MarketDataStreamServer:
                 continue  # no trades in that minute: no bar, as on Alpaca
             self._trade_id += 1
             trade_ns = (
-                ts_ns
-                + NS_PER_MIN
-                - 1_000_000 * (1 + int(stable_uniform(self.sim.model.seed, sym, ts_ns) * 5000))
+                ts_ns + NS_PER_MIN - 1_000_000 * (1 + int(stable_uniform(self.sim.model.seed, sym, ts_ns) * 5000))
             )
             out.append(
                 {

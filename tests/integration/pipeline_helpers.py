@@ -77,7 +77,4 @@ def stored_bars(warehouse: WarehouseResource, table: str = "market.bars_daily") 
 
 
 def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:
-    return {
-        f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed
-        for e in result.get_asset_check_evaluations()
-    }
+    return {f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}

@@ -91,9 +91,7 @@ def test_malformed_rows_are_quarantined_never_stored(
     sim.faults = FaultConfig(seed=11, malformed=0.03)
     symbols = ["AAPL", "MSFT", "SPY", "KO"]
     seed_symbols(symbols, warehouse)
-    result = run(
-        [daily_bars], {"alpaca": alpaca_for(sim), "warehouse": warehouse}, window=("2026-01-01", "2026-06-30")
-    )
+    result = run([daily_bars], {"alpaca": alpaca_for(sim), "warehouse": warehouse}, window=("2026-01-01", "2026-06-30"))
     # the good rows are written, and the blocking check on the holes fails the step so nothing
     # downstream computes on a partition with missing sessions
     assert not result.success
@@ -148,9 +146,7 @@ def test_minute_bars_of_a_half_day_equal_the_truth(
     assert (last.hour, last.minute) == (12, 59)  # half day: the last bar starts at 12:59
 
 
-def test_wrong_keys_fail_fast_without_a_retry_storm(
-    sim: SimulatorServer, warehouse: WarehouseResource
-) -> None:
+def test_wrong_keys_fail_fast_without_a_retry_storm(sim: SimulatorServer, warehouse: WarehouseResource) -> None:
     seed_symbols(["AAPL"], warehouse)
     alpaca = alpaca_for(sim, api_key="PKWRONG", secret_key="wrong")
     result = run([daily_bars], {"alpaca": alpaca, "warehouse": warehouse}, partition="2026-06-15")

@@ -22,9 +22,7 @@ def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def test_run_materializes_the_graph_and_prints_a_summary(
-    database_url: str, redis_url: str, tmp_path: Path
-) -> None:
+def test_run_materializes_the_graph_and_prints_a_summary(database_url: str, redis_url: str, tmp_path: Path) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "MARKET_DATA_HOME": str(tmp_path)}
     for name in (
         "ALPACA_API_KEY",

@@ -13,9 +13,7 @@ import pytest
 from market_assets.resources.warehouse import BAR_COLUMNS, WarehouseResource, copy_frame
 
 
-def make_bars(
-    symbols: list[str], sessions: list[str], price: float = 100.0, run_id: str = "r1"
-) -> pd.DataFrame:
+def make_bars(symbols: list[str], sessions: list[str], price: float = 100.0, run_id: str = "r1") -> pd.DataFrame:
     rows = []
     for s in symbols:
         for i, day in enumerate(sessions):
@@ -52,9 +50,7 @@ def stored(warehouse: WarehouseResource, table: str = "market.bars_daily") -> pd
 SESSIONS = ["2024-03-04", "2024-03-05", "2024-03-06"]
 
 
-def write(
-    warehouse: WarehouseResource, frame: pd.DataFrame, symbols: list[str], table: str = "market.bars_daily"
-):
+def write(warehouse: WarehouseResource, frame: pd.DataFrame, symbols: list[str], table: str = "market.bars_daily"):
     return warehouse.replace_partition(
         table,
         frame,
@@ -170,9 +166,7 @@ def test_duplicate_keys_in_one_batch_keep_the_last(warehouse: WarehouseResource)
 
 def test_upsert_updates_revised_rows_and_inserts_new(warehouse: WarehouseResource) -> None:
     frame = make_bars(["AAPL"], SESSIONS)
-    warehouse.upsert(
-        "market.bars_minute", frame.iloc[:2], BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True
-    )
+    warehouse.upsert("market.bars_minute", frame.iloc[:2], BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True)
     revised = frame.iloc[1:].assign(close=frame["close"].iloc[1:] + 0.25)
     warehouse.upsert(
         "market.bars_minute",

@@ -41,9 +41,7 @@ def _ref(fn, g):  # type: ignore[no-untyped-def]
     return np.array(
         [
             fn(f, s, k, t, r, sg, q)
-            for f, s, k, t, r, q, sg in zip(
-                g["flag"], g["S"], g["K"], g["T"], g["r"], g["q"], g["sigma"], strict=True
-            )
+            for f, s, k, t, r, q, sg in zip(g["flag"], g["S"], g["K"], g["T"], g["r"], g["q"], g["sigma"], strict=True)
         ]
     )
 

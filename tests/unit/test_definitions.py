@@ -19,9 +19,7 @@ def test_definitions_load_with_schedule_job_and_checks() -> None:
     assert (AssetKey("daily_bars"), "no_missing_sessions") in checks
     assert (AssetKey("daily_bars"), "bars_contract") in checks
     assert (AssetKey("intraday_bars"), "bars_contract") in checks
-    spec = next(
-        s for a in defs.assets for s in getattr(a, "check_specs", []) if s.name == "no_missing_sessions"
-    )
+    spec = next(s for a in defs.assets for s in getattr(a, "check_specs", []) if s.name == "no_missing_sessions")
     assert spec.blocking
 
 

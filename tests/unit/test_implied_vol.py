@@ -51,9 +51,7 @@ def test_round_trip_on_vollib_prices() -> None:
     price = np.array(
         [
             v_price(f, s, k, t, r, sg, q)
-            for f, s, k, t, r, q, sg in zip(
-                g["flag"], g["S"], g["K"], g["T"], g["r"], g["q"], g["sigma"], strict=True
-            )
+            for f, s, k, t, r, q, sg in zip(g["flag"], g["S"], g["K"], g["T"], g["r"], g["q"], g["sigma"], strict=True)
         ]
     )
     iv, _ = implied_vol(price, g["S"], g["K"], g["T"], g["r"], g["q"], g["flag"])

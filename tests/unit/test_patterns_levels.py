@@ -103,13 +103,11 @@ def test_head_and_shoulders() -> None:
     assert hs[0].direction == "bearish" and 0 < hs[0].strength <= 1
     assert hs[0].index > 75 and c[hs[0].index] < hs[0].details["neckline_at_break"]
     inv = _swingy([(20, 90), (32, 100), (45, 75), (58, 99), (70, 89), (90, 110)], 110)
-    ihs = [x for x in pt.head_and_shoulders(inv * 1.002, inv * 0.998, inv)
-           if x.pattern == "inverse_head_and_shoulders"]
+    ihs = [x for x in pt.head_and_shoulders(inv * 1.002, inv * 0.998, inv) if x.pattern == "inverse_head_and_shoulders"]
     assert len(ihs) == 1 and ihs[0].direction == "bullish"
     # no head: three equal peaks is not H&S
     flat = _swingy([(20, 110), (32, 100), (45, 110), (58, 100), (70, 110), (90, 90)], 110)
-    assert not [x for x in pt.head_and_shoulders(flat * 1.002, flat * 0.998, flat)
-                if x.pattern == "head_and_shoulders"]
+    assert not [x for x in pt.head_and_shoulders(flat * 1.002, flat * 0.998, flat) if x.pattern == "head_and_shoulders"]
 
 
 def test_crosses_and_signals() -> None:
@@ -119,8 +117,12 @@ def test_crosses_and_signals() -> None:
     assert [(x.index, x.pattern) for x in hits] == [(2, "golden_cross"), (5, "death_cross")]
     r = np.array([50, 65, 72, 80, 69, 40, 25, 20, 35], dtype=float)
     sig = {(x.index, x.pattern) for x in pt.rsi_signals(r)}
-    assert sig == {(2, "rsi_overbought_entry"), (4, "rsi_overbought_exit"),
-                   (6, "rsi_oversold_entry"), (8, "rsi_oversold_exit")}
+    assert sig == {
+        (2, "rsi_overbought_entry"),
+        (4, "rsi_overbought_exit"),
+        (6, "rsi_oversold_entry"),
+        (8, "rsi_oversold_exit"),
+    }
     m = np.array([-1.0, -0.5, 0.5, 1.0, 0.2])
     s = np.array([0.0, 0.0, 0.0, 0.5, 0.5])
     mc = pt.macd_crosses(m, s, np.full(5, 100.0))
@@ -167,11 +169,25 @@ def _bars() -> pd.DataFrame:
     o, h, lo, c = _candles(5, 100.0, rows=2, t=600)
     dates = pd.bdate_range("2020-01-01", periods=600, tz="UTC")
     rng = np.random.default_rng(5)
-    return pd.concat([
-        pd.DataFrame({"symbol": f"S{i}", "ts": dates, "open": o[i], "high": h[i], "low": lo[i], "close": c[i],
-                      "volume": rng.integers(1000, 9000, 600).astype(float), "trade_count": 1, "vwap": c[i]})
-        for i in range(2)
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "symbol": f"S{i}",
+                    "ts": dates,
+                    "open": o[i],
+                    "high": h[i],
+                    "low": lo[i],
+                    "close": c[i],
+                    "volume": rng.integers(1000, 9000, 600).astype(float),
+                    "trade_count": 1,
+                    "vwap": c[i],
+                }
+            )
+            for i in range(2)
+        ],
+        ignore_index=True,
+    )
 
 
 def test_frame_level_patterns_levels_pivots() -> None:

@@ -71,11 +71,17 @@ def test_volume_zscore_and_spike() -> None:
 
 def test_daily_vwap_from_minutes() -> None:
     ts = pd.to_datetime(["2024-03-01 14:30", "2024-03-01 14:31", "2024-03-01 20:59", "2024-03-04 14:30"], utc=True)
-    bars = pd.DataFrame({
-        "symbol": ["X", "X", "X", "X"], "ts": ts,
-        "high": [11.0, 12.0, 13.0, 20.0], "low": [9.0, 10.0, 11.0, 18.0], "close": [10.0, 11.0, 12.0, 19.0],
-        "volume": [100.0, 300.0, 100.0, 0.0], "vwap": [10.0, np.nan, 12.5, 19.0],
-    })
+    bars = pd.DataFrame(
+        {
+            "symbol": ["X", "X", "X", "X"],
+            "ts": ts,
+            "high": [11.0, 12.0, 13.0, 20.0],
+            "low": [9.0, 10.0, 11.0, 18.0],
+            "close": [10.0, 11.0, 12.0, 19.0],
+            "volume": [100.0, 300.0, 100.0, 0.0],
+            "vwap": [10.0, np.nan, 12.5, 19.0],
+        }
+    )
     out = vol.daily_vwap(bars)
     assert len(out) == 2
     expected = (10.0 * 100 + 11.0 * 300 + 12.5 * 100) / 500  # typical price (12+10+11)/3 = 11
@@ -121,10 +127,21 @@ def _bars(seed: int, symbols: int = 3, t: int = 900) -> pd.DataFrame:
     frames = []
     for i in range(symbols):
         n = t - 150 * i  # later listings
-        frames.append(pd.DataFrame({
-            "symbol": f"S{i}", "ts": dates[-n:], "open": o[i, -n:], "high": h[i, -n:], "low": lo[i, -n:],
-            "close": c[i, -n:], "volume": v[i, -n:], "trade_count": 1, "vwap": c[i, -n:],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": f"S{i}",
+                    "ts": dates[-n:],
+                    "open": o[i, -n:],
+                    "high": h[i, -n:],
+                    "low": lo[i, -n:],
+                    "close": c[i, -n:],
+                    "volume": v[i, -n:],
+                    "trade_count": 1,
+                    "vwap": c[i, -n:],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
