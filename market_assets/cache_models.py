@@ -39,7 +39,7 @@ class _CacheModel(BaseModel):
 
     def to_json(self) -> bytes:
         """Compact JSON bytes, as stored in Redis."""
-        return self.model_dump_json().encode()
+        return self.__pydantic_serializer__.to_json(self)
 
 
 class TechnicalIndicators(_CacheModel):
