@@ -40,7 +40,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -90,42 +90,46 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
 
 
-def _set_ex_pipelined(client: redis.Redis, pairs: Sequence[tuple[str, bytes]], ttl: int) -> list[str | None]:
-    """Pipelined ``SET key value EX ttl``; returns None per written key or the server's error text.
+def _send_set_ex(conn: Any, pairs: Sequence[tuple[str, bytes]], ttl: int) -> None:
+    """Send pipelined ``SET key value EX ttl`` commands without waiting for the replies.
 
     Why not ``client.pipeline()``: redis-py spends ~25 us of Python per pipelined command packing
-    arguments and parsing replies one by one, 4x the cost of MSET for the same bytes. SET always
-    answers with exactly one line (``+OK`` or ``-ERR ...``), so the commands are packed as RESP
-    in one buffer and the replies are read as lines straight from the connection's socket. The
-    connection is taken from (and returned to) the client's pool; on any error it is closed,
-    never returned with unread replies.
+    arguments and parsing replies one by one, 4x the cost of MSET for the same bytes. The
+    commands are packed as RESP into one buffer instead.
     """
     ex = str(ttl).encode()
     tail = b"$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ex), ex)
-    buf = b"".join(
-        b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (len(k), k, len(v), v, tail)
-        for k, v in ((key.encode(), value) for key, value in pairs)
+    conn.send_packed_command(
+        [
+            b"".join(
+                b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (len(k), k, len(v), v, tail)
+                for k, v in ((key.encode(), value) for key, value in pairs)
+            )
+        ]
     )
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command([buf])
-        sock = conn._sock  # type: ignore[attr-defined]
-        if sock is None:
-            raise redis.ConnectionError("connection closed while writing")
-        data = bytearray()
-        while data.count(b"\r\n") < len(pairs):
-            block = sock.recv(1 << 16)
-            if not block:
-                raise redis.ConnectionError("Redis closed the connection before replying")
-            data += block
-    except BaseException:
-        conn.disconnect()
-        pool.release(conn)
-        raise
-    pool.release(conn)
-    lines = bytes(data).split(b"\r\n")[: len(pairs)]
+
+
+def _read_set_ex_replies(conn: Any, count: int) -> list[str | None]:
+    """Read `count` SET replies: None per written key, else the server's error text.
+
+    SET always answers with exactly one line (``+OK`` or ``-ERR ...``), so the replies are read
+    as lines straight from the connection's socket rather than parsed one by one.
+    """
+    sock = conn._sock
+    if sock is None:
+        raise redis.ConnectionError("connection closed while writing")
+    data = bytearray()
+    while data.count(b"\r\n") < count:
+        block = sock.recv(1 << 16)
+        if not block:
+            raise redis.ConnectionError("Redis closed the connection before replying")
+        data += block
+    lines = bytes(data).split(b"\r\n")[:count]
     return [None if line.startswith(b"+") else line[1:].decode(errors="replace") for line in lines]
+
+
+def _as_is(pair: tuple[str, bytes]) -> tuple[str, bytes]:
+    return pair
 
 
 class CacheResource(ConfigurableResource):
@@ -199,43 +203,61 @@ class CacheResource(ConfigurableResource):
 
     # --- writes -----------------------------------------------------------------------------
 
-    def write_strings(self, kind: str, values: Sequence[tuple[str, bytes]]) -> WarmReport:
-        """SET key value EX ttl for (symbol, JSON bytes) pairs, pipelined in chunks.
+    def write_strings(
+        self,
+        kind: str,
+        values: Sequence[Any],
+        encode: Callable[[Any], tuple[str, bytes]] = _as_is,
+    ) -> WarmReport:
+        """SET key value EX ttl for each value, `encode`d to (symbol, JSON bytes), in pipelined chunks.
 
-        Per-key SET EX instead of MSET: MSET takes no TTL and is cross-slot on a Cluster. A
-        connection failure abandons the remaining chunks at once (all counted as skipped); a
-        per-command error such as OOM skips only that key.
+        Per-key SET EX instead of MSET: MSET takes no TTL and is cross-slot on a Cluster. Each
+        chunk is encoded while Redis is still executing the previous one (its replies are read
+        only afterwards), so serialisation overlaps the server's work. A connection failure
+        abandons the remaining values (all counted as skipped); a per-command error such as OOM
+        skips only that key.
         """
         report = WarmReport()
         started = time.perf_counter()
         ttl = self.ttl_for(kind)
         try:
-            client = self.client()
+            pool = self.client().connection_pool
+            conn = pool.get_connection()
         except (redis.RedisError, OSError, RuntimeError) as exc:
             report.fail(kind, len(values), exc)
             return report
-        for lo in range(0, len(values), _PIPELINE_CHUNK):
-            chunk = values[lo : lo + _PIPELINE_CHUNK]
-            try:
-                outcomes = _set_ex_pipelined(client, [(self.key(s, kind), v) for s, v in chunk], ttl)
-            except (redis.RedisError, OSError) as exc:
-                report.fail(kind, len(values) - lo, exc)
-                if _is_connection_error(exc):
-                    break
-                continue
-            for error in outcomes:
-                if error is None:
-                    report.written[kind] += 1
-                else:
-                    report.fail(kind, 1, error)
+        settled = in_flight = 0
+        try:
+            for lo in range(0, len(values), _PIPELINE_CHUNK):
+                pairs = [encode(v) for v in values[lo : lo + _PIPELINE_CHUNK]]
+                if in_flight:
+                    self._settle(report, kind, _read_set_ex_replies(conn, in_flight))
+                    settled, in_flight = settled + in_flight, 0
+                _send_set_ex(conn, [(self.key(symbol, kind), payload) for symbol, payload in pairs], ttl)
+                in_flight = len(pairs)
+            if in_flight:
+                self._settle(report, kind, _read_set_ex_replies(conn, in_flight))
+        except (redis.RedisError, OSError) as exc:
+            conn.disconnect()  # never hand back a connection with unread replies
+            report.fail(kind, len(values) - settled, exc)
+        finally:
+            pool.release(conn)
         report.seconds = time.perf_counter() - started
         return report
 
+    @staticmethod
+    def _settle(report: WarmReport, kind: str, outcomes: list[str | None]) -> None:
+        for error in outcomes:
+            if error is None:
+                report.written[kind] += 1
+            else:
+                report.fail(kind, 1, error)
+
     def write_market(self, items: Iterable[MarketData]) -> WarmReport:
-        return self.write_strings("market", [(m.symbol, m.to_json()) for m in items])
+        return self.write_strings("market", list(items), lambda m: (m.symbol, m.to_json()))
 
     def write_flows(self, items: Iterable[FlowSummary]) -> WarmReport:
-        return self.write_strings("flow", [(f.underlying, f.to_json()) for f in items])
+        return self.write_strings("flow", list(items), lambda f: (f.underlying, f.to_json()))
 
     @staticmethod
     def chain_fields(chain: OptionsChain) -> dict[str, bytes]:
