@@ -19,7 +19,7 @@ import pandera.pandas as pa
 from pandera import Check, Column
 
 from market_assets.analytics.occ import parse_occ_series, validate_occ
-from market_assets.schemas import Split
+from market_assets.schemas import Split, split_valid
 
 _READABLE = {
     "not_nullable": "is missing (null/NaN)",
@@ -239,28 +239,6 @@ def coerce_raw_contracts(raw: pd.DataFrame, snapshot_date: object) -> pd.DataFra
     return out.drop(columns=["occ_expiration", "occ_type", "occ_strike"])
 
 
-def _split(frame: pd.DataFrame, schema: pa.DataFrameSchema, value_columns: list[str]) -> Split:
-    """Lazy validation -> rows that pass, and rows that fail with every reason, readable."""
-    frame = frame.loc[~frame.duplicated(subset=["symbol", *value_columns], keep="first")]
-    try:
-        schema.validate(frame, lazy=True)
-        return Split(valid=frame, rejected=frame.iloc[0:0].assign(reason=pd.Series(dtype=str)))
-    except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-    cases = cases[cases["index"].notna()]
-    frame_checks = {str(check.error) for check in schema.checks} | {check.name for check in schema.checks}
-    reasons: dict[object, set[str]] = {}
-    for column, check, idx in zip(cases["column"], cases["check"], cases["index"], strict=True):
-        check_name = str(check)
-        text = _READABLE.get(check_name, check_name)
-        frame_level = check_name in frame_checks or "uniqueness" in check_name
-        reasons.setdefault(idx, set()).add(text if frame_level else f"{column} {text}")
-    bad = frame.index.isin(pd.Index(list(reasons)))
-    rejected = frame.loc[bad].copy()
-    rejected["reason"] = ["; ".join(sorted(reasons[i])) for i in rejected.index]
-    return Split(valid=frame.loc[~bad], rejected=rejected)
-
-
 def flag_quotes(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``crossed``, ``zero_bid`` and ``mark`` (mid of a two-sided, uncrossed quote; else NULL)."""
     out = frame.copy()
@@ -274,11 +252,11 @@ def flag_quotes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def split_option_chain(frame: pd.DataFrame) -> Split:
     """Validate typed chain rows; kept rows get the quote flags and the mark."""
-    split = _split(frame, chain_schema(), [c for c in CHAIN_VALUE_COLUMNS if c in frame])
+    split = split_valid(frame, chain_schema(), ["symbol", *(c for c in CHAIN_VALUE_COLUMNS if c in frame)], _READABLE)
     return Split(valid=flag_quotes(split.valid), rejected=split.rejected)
 
 
 def split_option_contracts(frame: pd.DataFrame) -> Split:
     """Validate typed contract reference rows."""
     values = ["expiration", "strike", "type", "style", "size", "status", "open_interest", "close_price"]
-    return _split(frame, contract_schema(), values)
+    return split_valid(frame, contract_schema(), ["symbol", *values], _READABLE)

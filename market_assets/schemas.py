@@ -94,30 +94,36 @@ def coerce_raw_bars(raw: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def split_bars(frame: pd.DataFrame, timeframe: str) -> Split:
-    """Validate typed bars; return the rows that pass and the rows that fail with their reasons.
+def split_valid(
+    frame: pd.DataFrame, schema: pa.DataFrameSchema, dedupe_subset: list[str], readable: dict[str, str]
+) -> Split:
+    """Lazy validation -> the rows that pass, and the rows that fail with every reason, readable.
 
-    Exact duplicates (a row delivered twice, identical) are collapsed first: they are harmless.
-    Duplicates that disagree are all rejected: there is no way to tell which one is right.
+    Exact duplicates over `dedupe_subset` (a row delivered twice, identical) are collapsed
+    first: they are harmless. Duplicates that disagree fail the schema's uniqueness rule and are
+    all rejected: there is no way to tell which one is right. Column rules read "<column> <rule>";
+    frame-level rules (e.g. OHLC consistency, uniqueness) read as the rule alone.
     """
-    frame = frame.loc[~frame.duplicated(subset=["symbol", "ts", *BAR_VALUE_COLUMNS], keep="first")]
-    schema = bar_schema(timeframe)
+    frame = frame.loc[~frame.duplicated(subset=dedupe_subset, keep="first")]
     try:
         schema.validate(frame, lazy=True)
         return Split(valid=frame, rejected=frame.iloc[0:0].assign(reason=pd.Series(dtype=str)))
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     cases = cases[cases["index"].notna()]
+    frame_checks = {str(check.error) for check in schema.checks} | {check.name for check in schema.checks}
     reasons: dict[object, set[str]] = {}
     for column, check, idx in zip(cases["column"], cases["check"], cases["index"], strict=True):
         check_name = str(check)
-        text = _READABLE.get(check_name, check_name)
-        if check_name in ("multiple_fields_uniqueness",) or check_name.startswith("OHLC"):
-            message = text
-        else:
-            message = f"{column} {text}" if column not in (None, "") else text
-        reasons.setdefault(idx, set()).add(message)
-    bad_index = pd.Index(list(reasons))
-    rejected = frame.loc[frame.index.isin(bad_index)].copy()
+        text = readable.get(check_name, check_name)
+        frame_level = check_name in frame_checks or "uniqueness" in check_name
+        reasons.setdefault(idx, set()).add(text if frame_level else f"{column} {text}")
+    bad = frame.index.isin(pd.Index(list(reasons)))
+    rejected = frame.loc[bad].copy()
     rejected["reason"] = ["; ".join(sorted(reasons[i])) for i in rejected.index]
-    return Split(valid=frame.loc[~frame.index.isin(bad_index)], rejected=rejected)
+    return Split(valid=frame.loc[~bad], rejected=rejected)
+
+
+def split_bars(frame: pd.DataFrame, timeframe: str) -> Split:
+    """Validate typed bars; return the rows that pass and the rows that fail with their reasons."""
+    return split_valid(frame, bar_schema(timeframe), ["symbol", "ts", *BAR_VALUE_COLUMNS], _READABLE)
