@@ -308,7 +308,7 @@ def _replace_quarantine(
     )
     if rows.empty:
         return 0
-    return warehouse._insert_quarantine(conn, rows, dataset, window.partition_key)
+    return warehouse.insert_quarantine(conn, rows, dataset, window.partition_key)
 
 
 def _quarantine_frame(source: str, rejected: pd.DataFrame, payload: pd.Series, run_id: str) -> pd.DataFrame:

@@ -45,6 +45,16 @@ BAR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("feed", "text"),
     ("run_id", "text"),
 )
+QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("source", "text"),
+    ("dataset", "text"),
+    ("partition_key", "text"),
+    ("symbol", "text"),
+    ("ts", "timestamptz"),
+    ("payload", "jsonb"),
+    ("reason", "text"),
+    ("run_id", "text"),
+)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 
@@ -220,7 +230,7 @@ class WarehouseResource(ConfigurableResource):
                     (dataset, partition_key, list(symbols), SYMBOL_PATTERN.pattern),
                 )
                 if quarantine is not None and not quarantine.empty:
-                    quarantined = self._insert_quarantine(conn, quarantine, dataset, partition_key)
+                    quarantined = self.insert_quarantine(conn, quarantine, dataset, partition_key)
         return WriteResult(rows_written=written, rows_deleted=deleted, rows_quarantined=quarantined)
 
     def upsert(
@@ -252,7 +262,7 @@ class WarehouseResource(ConfigurableResource):
             )
         return len(frame)
 
-    def _insert_quarantine(
+    def insert_quarantine(
         self, conn: psycopg.Connection, rows: pd.DataFrame, dataset: str, partition_key: str | None
     ) -> int:
         records = pd.DataFrame(
@@ -267,17 +277,7 @@ class WarehouseResource(ConfigurableResource):
                 "run_id": rows["run_id"],
             }
         )
-        columns = (
-            ("source", "text"),
-            ("dataset", "text"),
-            ("partition_key", "text"),
-            ("symbol", "text"),
-            ("ts", "timestamptz"),
-            ("payload", "jsonb"),
-            ("reason", "text"),
-            ("run_id", "text"),
-        )
-        return copy_frame(conn, "market.quarantine", records, columns)
+        return copy_frame(conn, "market.quarantine", records, QUARANTINE_COLUMNS)
 
     def upsert_symbols(self, symbols: Sequence[str]) -> int:
         with self.connect() as conn, conn.cursor() as cur:

@@ -10,7 +10,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from market_assets.resources.warehouse import BAR_COLUMNS, WarehouseResource, copy_frame
+from market_assets.resources.warehouse import BAR_COLUMNS, QUARANTINE_COLUMNS, WarehouseResource, copy_frame
 
 
 def make_bars(symbols: list[str], sessions: list[str], price: float = 100.0, run_id: str = "r1") -> pd.DataFrame:
@@ -93,18 +93,8 @@ def test_text_with_unicode_and_varying_lengths(warehouse: WarehouseResource) -> 
             "run_id": None,
         }
     )
-    cols = (
-        ("source", "text"),
-        ("dataset", "text"),
-        ("partition_key", "text"),
-        ("symbol", "text"),
-        ("ts", "timestamptz"),
-        ("payload", "jsonb"),
-        ("reason", "text"),
-        ("run_id", "text"),
-    )
     with warehouse.connect() as conn:
-        copy_frame(conn, "market.quarantine", frame, cols)
+        copy_frame(conn, "market.quarantine", frame, QUARANTINE_COLUMNS)
     back = warehouse.read_frame("SELECT source, symbol, ts, payload FROM market.quarantine ORDER BY id")
     assert back["source"].tolist() == ["a", "ünïcødé ✓", "x" * 300]
     assert back["symbol"].isna().tolist() == [False, True, False]
