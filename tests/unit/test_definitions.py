@@ -19,8 +19,23 @@ def test_definitions_load_with_schedule_job_and_checks() -> None:
     assert (AssetKey("daily_bars"), "no_missing_sessions") in checks
     assert (AssetKey("daily_bars"), "bars_contract") in checks
     assert (AssetKey("intraday_bars"), "bars_contract") in checks
+    assert (AssetKey("technical_indicators"), "rsi_in_range") in checks
+    assert (AssetKey("option_greeks"), "iv_plausible") in checks
+    assert (AssetKey("market_cache"), "cache_complete") in checks
     spec = next(s for a in defs.assets for s in getattr(a, "check_specs", []) if s.name == "no_missing_sessions")
     assert spec.blocking
+
+
+def test_daily_job_covers_every_daily_asset_and_the_sensor_is_registered() -> None:
+    repo = defs.get_repository_def()
+    job_assets = {k.to_user_string() for k in repo.get_job("daily_market_job").asset_layer.selected_asset_keys}
+    expected = {
+        "daily_bars", "intraday_bars", "technical_indicators", "chart_patterns", "support_resistance_levels",
+        "pivot_levels", "option_contracts", "option_chain", "option_greeks", "options_flow", "market_cache",
+    }  # fmt: skip
+    assert expected <= job_assets and "symbols" not in job_assets
+    sensor = repo.get_sensor_def("intraday_refresh_sensor")
+    assert sensor.job_name == "intraday_refresh_job"
 
 
 def test_instance_yaml_shipped_in_the_package_is_the_documented_one() -> None:
