@@ -59,6 +59,12 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
                     f"cannot reach the PostgreSQL server of DATABASE_URL ({redact(database_url)}): "
                     f"{str(exc).strip().splitlines()[0]}"
                 ) from exc
+            except psycopg.Error as exc:  # e.g. no CREATEDB privilege
+                raise ConnectionError(
+                    f"cannot create Dagster's storage database {storage_db!r} next to DATABASE_URL "
+                    f"({redact(database_url)}): {str(exc).strip().splitlines()[0]}; create it, or set "
+                    "DAGSTER_POSTGRES_URL to an existing database"
+                ) from exc
             storage_url = _with_driver(_with_database(database_url, storage_db), "psycopg2")
     else:
         pg = ensure_postgres(settings.data_home)
