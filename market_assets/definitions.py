@@ -14,6 +14,7 @@ from dagster import Definitions, EnvVar, load_assets_from_modules
 from market_assets.assets import bars, options, technicals
 from market_assets.assets import cache as cache_assets
 from market_assets.assets.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
+from market_assets.options_settings import load_option_settings
 from market_assets.resources.alpaca import AlpacaResource
 from market_assets.resources.cache import CacheResource
 from market_assets.resources.warehouse import WarehouseResource
@@ -27,6 +28,7 @@ def _env(name: str) -> EnvVar | None:
 
 def build_resources() -> dict[str, object]:
     settings = load_settings()  # fails at load with the variable's name when a value is bad
+    load_option_settings()  # likewise RISK_FREE_RATE / DIVIDEND_YIELDS, before any run starts
     return {
         "alpaca": AlpacaResource(
             api_key=_env("ALPACA_API_KEY"),

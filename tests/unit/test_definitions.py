@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from dagster import AssetKey
@@ -40,3 +43,12 @@ def test_daily_job_covers_every_daily_asset_and_the_sensor_is_registered() -> No
 
 def test_instance_yaml_shipped_in_the_package_is_the_documented_one() -> None:
     assert (ROOT / "dagster.yaml").read_text() == (ROOT / "market_assets" / "dagster.yaml").read_text()
+
+
+def test_a_bad_setting_stops_the_code_location_from_loading_with_its_name() -> None:
+    env = {**os.environ, "DIVIDEND_YIELDS": "AAPL=five"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import market_assets.definitions"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "SettingsError" in done.stderr and "DIVIDEND_YIELDS" in done.stderr
