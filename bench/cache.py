@@ -30,9 +30,9 @@ from pathlib import Path
 
 import redis
 
-from market_assets.cache_models import MarketData, TechnicalIndicators
-from market_assets.embedded import redis_server_binary
-from market_assets.resources.cache import CacheResource
+from market_assets.cache.models import MarketData, TechnicalIndicators
+from market_assets.cache.resource import CacheResource
+from market_assets.runtime.embedded import redis_server_binary
 
 
 def symbols(n: int) -> list[str]:

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import talib
 
-from market_assets.analytics import indicators as ind
-from market_assets.analytics import volume as vol
+from market_assets.analytics.technicals import indicators as ind
+from market_assets.analytics.technicals import volume as vol
 
 warnings.filterwarnings("ignore")
 

@@ -43,21 +43,21 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from alpaca_sim.market_model import MarketModel  # noqa: E402
+from alpaca_sim.server import SimulatorServer  # noqa: E402
 from bench.cache import start_private_redis  # noqa: E402
-from market_assets.assets.bars import daily_bars, intraday_bars  # noqa: E402
-from market_assets.assets.cache import market_cache  # noqa: E402
-from market_assets.assets.intraday import (  # noqa: E402
+from market_assets.cache.resource import CacheResource  # noqa: E402
+from market_assets.defs.bars import daily_bars, intraday_bars  # noqa: E402
+from market_assets.defs.cache import market_cache  # noqa: E402
+from market_assets.defs.intraday import (  # noqa: E402
     SENSOR_INTERVAL_SECONDS,
     MarketClockResource,
     intraday_refresh_job,
     intraday_refresh_sensor,
 )
-from market_assets.calendar import sessions_between  # noqa: E402
-from market_assets.embedded import ensure_postgres, stop_postgres  # noqa: E402
-from market_assets.resources.cache import CacheResource  # noqa: E402
-from market_assets.resources.warehouse import WarehouseResource  # noqa: E402
-from market_assets.sources.market_model import MarketModel  # noqa: E402
-from market_assets.sources.simulator import SimulatorServer  # noqa: E402
+from market_assets.domain.sessions import sessions_between  # noqa: E402
+from market_assets.runtime.embedded import ensure_postgres, stop_postgres  # noqa: E402
+from market_assets.warehouse.resource import WarehouseResource  # noqa: E402
 from tests.integration.pipeline_helpers import alpaca_for, run, seed_symbols  # noqa: E402
 
 NY = "America/New_York"

@@ -26,9 +26,10 @@ import pandas as pd
 import psycopg
 from sqlalchemy import create_engine
 
-from market_assets.embedded import create_database_if_missing, ensure_postgres
-from market_assets.resources.warehouse import BAR_COLUMNS, WarehouseResource, to_conninfo
-from market_assets.settings import load_settings
+from market_assets.config import load_settings
+from market_assets.runtime.embedded import create_database_if_missing, ensure_postgres
+from market_assets.warehouse.resource import WarehouseResource, to_conninfo
+from market_assets.warehouse.tables import BAR_COLUMNS
 
 BENCH_DB = "market_bench"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from market_assets.analytics.black_scholes import bsm_price, greeks
-from market_assets.analytics.implied_vol import implied_vol
+from market_assets.analytics.options.black_scholes import bsm_price, greeks
+from market_assets.analytics.options.implied_vol import implied_vol
 
 
 def _best_of(fn: Callable[[], Any], repeat: int = 3) -> float:

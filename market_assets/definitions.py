@@ -11,15 +11,14 @@ import os
 
 from dagster import Definitions, EnvVar, load_assets_from_modules
 
-from market_assets.assets import bars, options, technicals
-from market_assets.assets import cache as cache_assets
-from market_assets.assets.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
-from market_assets.options_settings import load_option_settings
-from market_assets.resources.alpaca import AlpacaResource
-from market_assets.resources.cache import CacheResource
-from market_assets.resources.warehouse import WarehouseResource
-from market_assets.schedules import after_close_schedule, daily_market_job
-from market_assets.settings import load_settings
+from market_assets.alpaca.resource import AlpacaResource
+from market_assets.cache.resource import CacheResource
+from market_assets.config import load_option_settings, load_settings
+from market_assets.defs import bars, options, technicals
+from market_assets.defs import cache as cache_assets
+from market_assets.defs.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
+from market_assets.defs.schedules import after_close_schedule, daily_market_job
+from market_assets.warehouse.resource import WarehouseResource
 
 
 def _env(name: str) -> EnvVar | None:

@@ -1,0 +1,132 @@
+"""Alpaca access as a Dagster resource: alpaca-py clients on a resilient HTTP session.
+
+Keys are bound with `EnvVar` in definitions.py, so they never appear in run config, logs or
+metadata. With no keys and no URL override, the resource starts the project's own offline
+simulator in-process (deterministic, so every process sees the same market) and points the very
+same alpaca-py code path at it.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from alpaca.data.enums import Adjustment, DataFeed
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.requests import StockBarsRequest
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+from market_assets.alpaca.http import HttpStats, RateLimiter, ResilientSession
+from market_assets.config import invalid_symbols
+from market_assets.errors import InvalidSymbolsError
+
+TIMEFRAMES: dict[str, TimeFrame] = {
+    "1Day": TimeFrame(1, TimeFrameUnit.Day),
+    "1Hour": TimeFrame(1, TimeFrameUnit.Hour),
+    "1Min": TimeFrame(1, TimeFrameUnit.Minute),
+}
+RAW_BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
+
+_simulator_lock = threading.Lock()
+_simulator: Any = None
+
+
+def local_simulator() -> Any:
+    """One in-process simulator per process, started on first use."""
+    global _simulator
+    with _simulator_lock:
+        if _simulator is None:
+            from alpaca_sim.server import SimulatorServer
+
+            _simulator = SimulatorServer()
+            _simulator.start()
+        return _simulator
+
+
+class AlpacaResource(ConfigurableResource):
+    """Historical market data from Alpaca (or the simulator) with timeouts, rate limit and retries."""
+
+    api_key: str | None = None
+    secret_key: str | None = None
+    feed: str = "iex"
+    data_url: str | None = None
+    trading_url: str | None = None
+    rate_limit_per_minute: float = 180.0
+    timeout_seconds: float = 30.0
+    max_attempts: int = 6
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    symbols_per_request: int = 100
+
+    _session: ResilientSession | None = PrivateAttr(default=None)
+
+    @property
+    def stats(self) -> HttpStats:
+        return self.session().stats
+
+    def session(self) -> ResilientSession:
+        if self._session is None:
+            self._session = ResilientSession(
+                RateLimiter(self.rate_limit_per_minute),
+                timeout=self.timeout_seconds,
+                max_attempts=self.max_attempts,
+                backoff_base=self.backoff_base_seconds,
+                backoff_max=self.backoff_max_seconds,
+            )
+        return self._session
+
+    def _endpoint(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """(key, secret, data_url, trading_url); the simulator's when nothing is configured."""
+        if not self.api_key and not self.data_url:
+            sim = local_simulator()
+            return sim.api_key, sim.secret_key, sim.base_url, sim.base_url
+        return self.api_key, self.secret_key, self.data_url, self.trading_url or self.data_url
+
+    def _wire(self, client: Any) -> Any:
+        """Put the resilient session under an alpaca-py client and turn its own retry loop off."""
+        client._session = self.session()
+        client._retry = 0
+        return client
+
+    def stock_client(self) -> StockHistoricalDataClient:
+        key, secret, data_url, _ = self._endpoint()
+        return self._wire(
+            StockHistoricalDataClient(api_key=key, secret_key=secret, raw_data=True, url_override=data_url)
+        )
+
+    def fetch_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Raw bars as delivered, one row per bar with the wire fields and the symbol.
+
+        Nothing is dropped or fixed here: validation decides what is kept. Symbols are checked
+        first so a typo fails before any request is spent on it.
+        """
+        bad = invalid_symbols(symbols)
+        if bad:
+            raise InvalidSymbolsError(f"invalid symbol(s) {', '.join(map(repr, bad))}: expected e.g. AAPL or BRK.B")
+        if timeframe not in TIMEFRAMES:
+            raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware (alpaca-py takes naive times as UTC)")
+        client = self.stock_client()
+        records: list[dict[str, Any]] = []
+        for i in range(0, len(symbols), self.symbols_per_request):
+            chunk = symbols[i : i + self.symbols_per_request]
+            request = StockBarsRequest(
+                symbol_or_symbols=chunk,
+                timeframe=TIMEFRAMES[timeframe],
+                start=start,
+                end=end,
+                adjustment=Adjustment.RAW,
+                feed=DataFeed(self.feed),
+            )
+            raw = client.get_stock_bars(request) or {}
+            for symbol, bars in raw.items():
+                for bar in bars or []:
+                    records.append({"symbol": symbol, **bar} if isinstance(bar, dict) else {"symbol": symbol})
+        frame = pd.DataFrame.from_records(records, columns=["symbol", *RAW_BAR_FIELDS])
+        frame["payload"] = records
+        return frame

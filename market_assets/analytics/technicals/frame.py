@@ -1,0 +1,293 @@
+"""Frame-level technical analysis: long bar frames in, long indicator/pattern frames out.
+
+Bars are reshaped into a 2-D ``(symbols, bars)`` block where each symbol's bars are packed
+contiguously and right-aligned (left-padded with NaN).  A session on which a symbol has no bar
+(new listing, halt) is therefore simply absent from its series, as it would be for TA-Lib called
+per symbol, and every indicator runs once over the whole block.
+
+Incremental exactness: ``LOOKBACK_SESSIONS`` bars of history before the first date of a
+partition make every column equal to the full-history computation to 1e-9, except OBV and A/D,
+which are cumulative; pass ``anchors`` (the stored obv/ad of a bar inside the window) to continue
+the stored series exactly.  Without anchors they are cumulative from the first bar given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from market_assets.analytics.technicals import indicators as ind
+from market_assets.analytics.technicals import levels as lv
+from market_assets.analytics.technicals import movements as mv
+from market_assets.analytics.technicals import patterns as pt
+from market_assets.analytics.technicals import volume as vol
+
+__all__ = [
+    "LOOKBACK_SESSIONS",
+    "TECHNICAL_COLUMNS",
+    "compute_daily_technicals",
+    "detect_patterns",
+    "pivot_points",
+    "support_resistance",
+]
+
+#: seed tolerance 1e-13 relative to price: 1e-9 absolute for prices up to ~10,000;
+#: at least 253 bars for the 252-session return and 52-week window.
+LOOKBACK_SESSIONS: int = max(ind.required_lookback(1e-13), 253)
+
+TECHNICAL_COLUMNS: tuple[str, ...] = (
+    "rsi",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "ema_12",
+    "ema_26",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr_14",
+    "stoch_k",
+    "stoch_d",
+    "volume_sma_20",
+    "relative_volume",
+    "volume_zscore",
+    "volume_spike",
+    "obv",
+    "ad",
+    *(f"return_{k}d" for k in mv.RETURN_HORIZONS),
+    *(f"log_return_{k}d" for k in mv.RETURN_HORIZONS),
+    "gap_pct",
+    "true_range",
+    "realized_vol_20",
+    "dist_52w_high",
+    "dist_52w_low",
+    "drawdown",
+)
+
+_PRICE_COLS = ("open", "high", "low", "close", "volume")
+
+
+class _Block:
+    """Long bars -> right-aligned 2-D arrays per field, and the way back."""
+
+    def __init__(self, bars: pd.DataFrame) -> None:
+        missing = {"symbol", "ts", *_PRICE_COLS} - set(bars.columns)
+        if missing:
+            raise ValueError(f"bars lack columns: {sorted(missing)}")
+        df = bars.reset_index(drop=True)
+        ts = pd.to_datetime(df["ts"], utc=True) if not pd.api.types.is_datetime64_any_dtype(df["ts"]) else df["ts"]
+        order = np.lexsort((ts.to_numpy(), df["symbol"].astype(str).to_numpy()))
+        sym = df["symbol"].astype(str).to_numpy()[order]
+        self.symbols, first, counts = np.unique(sym, return_index=True, return_counts=True)
+        self.width = int(counts.max()) if counts.size else 0
+        row = np.repeat(np.arange(self.symbols.size), counts)
+        rank = np.arange(sym.size) - np.repeat(first, counts)
+        col = self.width - np.repeat(counts, counts) + rank
+        self.order, self.row, self.col = order, row, col
+        self.counts = counts
+        self.frame = df
+        self.ts_sorted = ts.to_numpy()[order]
+        self.ts_series = ts
+
+    def field(self, name: str) -> np.ndarray:
+        out = np.full((self.symbols.size, self.width), np.nan)
+        out[self.row, self.col] = self.frame[name].to_numpy(dtype=float)[self.order]
+        return out
+
+    def back(self, arr: np.ndarray) -> np.ndarray:
+        """2-D block -> values in the input frame's row order."""
+        vals = arr[self.row, self.col]
+        out = np.empty_like(vals)
+        out[self.order] = vals
+        return out
+
+
+def _anchor_arrays(
+    block: _Block, anchors: pd.DataFrame | None, column: str
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    if anchors is None or anchors.empty or column not in anchors:
+        return None, None
+    idx = np.full(block.symbols.size, -1, dtype=np.int64)
+    val = np.full(block.symbols.size, np.nan)
+    key = pd.DataFrame({"symbol": block.symbols[block.row], "ts": block.ts_sorted, "col": block.col, "r": block.row})
+    a = anchors[["symbol", "ts", column]].copy()
+    a["symbol"] = a["symbol"].astype(str)
+    a["ts"] = pd.to_datetime(a["ts"], utc=True) if not pd.api.types.is_datetime64_any_dtype(a["ts"]) else a["ts"]
+    if key["ts"].dt.tz is None and a["ts"].dt.tz is not None:
+        a["ts"] = a["ts"].dt.tz_localize(None)
+    m = key.merge(a, on=["symbol", "ts"], how="inner")
+    idx[m["r"].to_numpy()] = m["col"].to_numpy()
+    val[m["r"].to_numpy()] = m[column].to_numpy(dtype=float)
+    return idx, val
+
+
+def compute_daily_technicals(bars: pd.DataFrame, anchors: pd.DataFrame | None = None) -> pd.DataFrame:
+    """All daily technicals, one output row per input (symbol, ts), in the input's row order.
+
+    ``bars``: long frame ``symbol, ts, open, high, low, close, volume`` (+ optional
+    ``trade_count, vwap``), any order.  ``anchors``: optional ``symbol, ts, obv, ad`` holding
+    stored values for a bar present in ``bars``; OBV/A-D are shifted to match them (see module
+    doc).  Returns ``symbol, ts`` plus :data:`TECHNICAL_COLUMNS` (NaN where undefined;
+    ``volume_spike`` is boolean).
+    """
+    if bars.empty:
+        ts_empty = bars.get("ts", pd.Series(dtype="datetime64[ns, UTC]"))
+        cols: dict[str, Any] = {"symbol": pd.Series(dtype=object), "ts": ts_empty}
+        cols.update({c: pd.Series(dtype=bool if c == "volume_spike" else float) for c in TECHNICAL_COLUMNS})
+        return pd.DataFrame(cols)
+    b = _Block(bars)
+    o, h, lo, c, v = (b.field(n) for n in _PRICE_COLS)
+    res: dict[str, np.ndarray] = {}
+    res["rsi"] = ind.rsi(c, 14)
+    res["macd"], res["macd_signal"], res["macd_hist"] = ind.macd(c, 12, 26, 9)
+    for n, arr in ind.smas(c, (20, 50, 200)).items():
+        res[f"sma_{n}"] = arr
+    res["ema_12"] = ind.ema(c, 12)
+    res["ema_26"] = ind.ema(c, 26)
+    res["bb_upper"], res["bb_middle"], res["bb_lower"] = ind.bbands(c, 20, 2.0, 2.0)
+    res["atr_14"] = ind.atr(h, lo, c, 14)
+    res["stoch_k"], res["stoch_d"] = ind.stoch(h, lo, c, 5, 3, 3)
+    res["volume_sma_20"] = vol.volume_sma(v, 20)
+    res["relative_volume"] = vol.relative_volume(v, 20)
+    res["volume_zscore"] = vol.volume_zscore(v, 20)
+    res["volume_spike"] = vol.volume_spike(v, 20)
+    oi, ov = _anchor_arrays(b, anchors, "obv")
+    res["obv"] = vol.obv(c, v, oi, ov)
+    ai, av = _anchor_arrays(b, anchors, "ad")
+    res["ad"] = vol.ad(h, lo, c, v, ai, av)
+    for k in mv.RETURN_HORIZONS:
+        res[f"return_{k}d"] = mv.returns(c, k)
+        res[f"log_return_{k}d"] = mv.log_returns(c, k)
+    res["gap_pct"] = mv.gap_pct(o, c)
+    res["true_range"] = mv.true_range(h, lo, c)
+    res["realized_vol_20"] = mv.realized_volatility(c, 20)
+    res["dist_52w_high"] = mv.distance_from_high(c, h, 252)
+    res["dist_52w_low"] = mv.distance_from_low(c, lo, 252)
+    res["drawdown"] = mv.drawdown(c, 252)
+    out = pd.DataFrame({"symbol": b.frame["symbol"].to_numpy(), "ts": b.frame["ts"].to_numpy()})
+    for name in TECHNICAL_COLUMNS:
+        vals = b.back(res[name])
+        out[name] = vals.astype(bool) if name == "volume_spike" else vals
+    return out
+
+
+def _per_symbol(b: _Block) -> list[tuple[str, np.ndarray, slice]]:
+    """(symbol, sorted ts, slice of valid columns) per symbol."""
+    out = []
+    pos = 0
+    for i, s in enumerate(b.symbols):
+        n = int(b.counts[i])
+        out.append((str(s), b.ts_sorted[pos : pos + n], slice(b.width - n, b.width)))
+        pos += n
+    return out
+
+
+def detect_patterns(bars: pd.DataFrame, breakout_window: int = 20, swing_window: int = 5) -> pd.DataFrame:
+    """Candlestick and chart patterns as a long frame
+    ``symbol, ts, pattern, direction, strength, details``.
+
+    Candles carry TA-Lib's sign convention in ``direction`` and ``strength = |value|/100``;
+    chart patterns are described in :mod:`market_assets.analytics.technicals.patterns`.  ``details`` is a
+    JSON-serialisable dict.
+    """
+    cols = ["symbol", "ts", "pattern", "direction", "strength", "details"]
+    if bars.empty:
+        return pd.DataFrame(columns=cols)
+    b = _Block(bars)
+    o, h, lo, c, v = (b.field(n) for n in _PRICE_COLS)
+    records: list[tuple[str, Any, str, str, float, dict[str, Any]]] = []
+    per = _per_symbol(b)
+    for name, fn in pt.CANDLE_FUNCTIONS.items():
+        # run on each symbol's packed series so TA-Lib's lookback applies from its first bar
+        for r, (sym, ts, sl) in enumerate(per):
+            vals = fn(o[r, sl], h[r, sl], lo[r, sl], c[r, sl])
+            for i in np.flatnonzero(vals):
+                val = int(vals[i])
+                records.append(
+                    (sym, ts[i], name, "bullish" if val > 0 else "bearish", abs(val) / 100.0, {"talib_value": val})
+                )
+    sma = ind.smas(c, (50, 200))
+    rsi_v = ind.rsi(c, 14)
+    macd_v, sig_v, _ = ind.macd(c)
+    relv = vol.relative_volume(v, 20)
+    for r, (sym, ts, sl) in enumerate(per):
+        hits: list[pt.PatternHit] = []
+        hits += pt.ma_crosses(sma[50][r, sl], sma[200][r, sl])
+        hits += pt.rsi_signals(rsi_v[r, sl])
+        hits += pt.macd_crosses(macd_v[r, sl], sig_v[r, sl], c[r, sl])
+        hits += pt.breakouts(h[r, sl], lo[r, sl], c[r, sl], relv[r, sl], breakout_window)
+        hits += pt.double_tops_bottoms(h[r, sl], lo[r, sl], c[r, sl], w=swing_window)
+        hits += pt.head_and_shoulders(h[r, sl], lo[r, sl], c[r, sl], w=swing_window)
+        for hit in hits:
+            details = dict(hit.details)
+            for key, val in list(details.items()):
+                if key.endswith("_index") and isinstance(val, int):
+                    details[key.replace("_index", "_ts")] = pd.Timestamp(ts[val]).isoformat()
+                    del details[key]
+            records.append((sym, ts[hit.index], hit.pattern, hit.direction, hit.strength, details))
+    out = pd.DataFrame.from_records(records, columns=cols)
+    return out.sort_values(["symbol", "ts", "pattern"], kind="stable").reset_index(drop=True)
+
+
+def support_resistance(
+    bars: pd.DataFrame, as_of: Any, lookback: int = 252, swing_window: int = 5, atr_mult: float = 0.5
+) -> pd.DataFrame:
+    """Support/resistance levels per symbol from the ``lookback`` bars up to ``as_of``.
+
+    Swing points (fractal, ``swing_window``) confirmed by ``as_of`` are clustered with a
+    tolerance of ``atr_mult`` x ATR-14 (volatility-aware), see :mod:`levels`.  Returns
+    ``symbol, as_of, kind, level, touches, first_touch, last_touch, strength``.
+    """
+    cols = ["symbol", "as_of", "kind", "level", "touches", "first_touch", "last_touch", "strength"]
+    if bars.empty:
+        return pd.DataFrame(columns=cols)
+    as_of_ts = pd.Timestamp(as_of)
+    ts_all = pd.to_datetime(bars["ts"], utc=True)
+    cutoff = as_of_ts.tz_localize("UTC") if as_of_ts.tzinfo is None else as_of_ts.tz_convert("UTC")
+    sub = bars.loc[(ts_all <= cutoff).to_numpy()]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    b = _Block(sub)
+    h, lo, c = b.field("high"), b.field("low"), b.field("close")
+    atr_v = ind.atr(h, lo, c, 14)
+    rows = []
+    for r, (sym, ts, sl) in enumerate(_per_symbol(b)):
+        hs, ls, cs = h[r, sl][-lookback:], lo[r, sl][-lookback:], c[r, sl][-lookback:]
+        tss = ts[-lookback:]
+        a = atr_v[r, sl][-1]
+        for lvl in lv.support_resistance_levels(hs, ls, cs, w=swing_window, atr=a, atr_mult=atr_mult):
+            rows.append(
+                {
+                    "symbol": sym,
+                    "as_of": as_of_ts,
+                    "kind": lvl["kind"],
+                    "level": lvl["level"],
+                    "touches": lvl["touches"],
+                    "first_touch": tss[int(lvl["first_index"])],
+                    "last_touch": tss[int(lvl["last_index"])],
+                    "strength": lvl["strength"],
+                }
+            )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def pivot_points(bars: pd.DataFrame) -> pd.DataFrame:
+    """Classic floor pivots per (symbol, ts) from the symbol's previous bar:
+    ``symbol, ts, pivot, r1, s1, r2, s2, r3, s3`` (NaN on a symbol's first bar)."""
+    cols = ["symbol", "ts", "pivot", "r1", "s1", "r2", "s2", "r3", "s3"]
+    if bars.empty:
+        return pd.DataFrame(columns=cols)
+    b = _Block(bars)
+    h, lo, c = b.field("high"), b.field("low"), b.field("close")
+    frames = []
+    for r, (sym, ts, sl) in enumerate(_per_symbol(b)):
+        f = lv.floor_pivots(h[r, sl], lo[r, sl], c[r, sl])
+        f.insert(0, "ts", ts)
+        f.insert(0, "symbol", sym)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)[cols]

@@ -1,0 +1,56 @@
+"""Jobs and schedules: the daily partition runs once the NYSE session has closed.
+
+Why two cron ticks: exchange_calendars knows which sessions close at 13:00 (half days); the
+schedule ticks 30 minutes after both possible closes and only the tick matching today's real
+close requests a run, so half days are ingested at 13:30 and holidays and weekends are skipped
+with a reason visible in the UI.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+from dagster import (
+    AssetSelection,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    schedule,
+)
+
+from market_assets.defs.partitions import daily_partitions
+from market_assets.domain.sessions import NEW_YORK, is_session, session_open_close
+
+AFTER_CLOSE = timedelta(minutes=30)
+
+daily_market_job = define_asset_job(
+    "daily_market_job",
+    selection=AssetSelection.groups("ingestion", "technicals", "options", "cache") - AssetSelection.assets("symbols"),
+    partitions_def=daily_partitions,
+    description="Ingest and derive one New York trading day (the partition).",
+)
+
+
+def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
+    """The decision of the after-close schedule at one tick (a pure function, easy to test)."""
+    now = scheduled.tz_convert(NEW_YORK)
+    day = now.date()
+    if not is_session(day):
+        return SkipReason(f"{day} is not an NYSE session (weekend or holiday)")
+    _, close = session_open_close(day)
+    due = close.tz_convert(NEW_YORK) + AFTER_CLOSE
+    if abs(now - due) > timedelta(minutes=1):
+        return SkipReason(f"{day} closes at {close.tz_convert(NEW_YORK):%H:%M}; its run is due at {due:%H:%M}")
+    return RunRequest(run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)})
+
+
+@schedule(
+    cron_schedule="30 13,16 * * 1-5",
+    execution_timezone=NEW_YORK,
+    job=daily_market_job,
+    description="After each NYSE close (13:30 on half days, 16:30 otherwise): the session's partition.",
+)
+def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+    return evaluate_after_close(pd.Timestamp(context.scheduled_execution_time))

@@ -1,0 +1,299 @@
+"""`market-data`: run the pipeline, open the Dagster UI, manage the embedded services.
+
+Why a CLI around Dagster: on a fresh machine one command must start (or reuse) the embedded
+PostgreSQL and Redis, point Dagster's storage at them, materialize the whole graph for a
+universe and window, and say plainly what happened, with an exit code a scheduler can trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from market_assets.config import Settings, SettingsError, load_option_settings, load_settings, parse_date, parse_symbols
+from market_assets.errors import MarketDataError
+
+# the tables the run summary counts, from the registry (its partition column gives the "in window" count)
+SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.indicators_daily",
+                  "market.patterns", "market.support_resistance", "market.option_chain", "market.option_greeks",
+                  "market.options_flow_daily", "market.quarantine")  # fmt: skip
+QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    success: bool
+    seconds: float
+    materialized: list[str] = field(default_factory=list)
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (asset.check, passed, severity)
+    error: str | None = None
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def default_window(settings: Settings, now: datetime | None = None) -> tuple[date, date]:
+    from market_assets.domain.sessions import last_completed_session
+
+    now = now or datetime.now().astimezone()
+    end = last_completed_session(now) or (now.date() - timedelta(days=1))
+    return settings.history_start, end
+
+
+def _materialize(
+    name: str,
+    selection: Any,
+    *,
+    instance: Any,
+    run_config: dict[str, Any] | None = None,
+    partition_range: tuple[date, date] | None = None,
+) -> StepOutcome:
+    from dagster import materialize
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from market_assets.definitions import defs
+
+    tags: dict[str, str] = {"market/source": "cli"}
+    if partition_range:
+        tags[ASSET_PARTITION_RANGE_START_TAG] = partition_range[0].isoformat()
+        tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range[1].isoformat()
+    all_assets = list(defs.assets or [])
+    t0 = time.perf_counter()
+    try:
+        result = materialize(
+            all_assets,
+            selection=selection,
+            instance=instance,
+            resources=dict(defs.resources or {}),
+            run_config={**QUIET_LOGGING, **(run_config or {})},
+            tags=tags,
+            raise_on_error=False,
+        )
+    except Exception as exc:  # definition or config errors: report, do not hide
+        return StepOutcome(name, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+    outcome = StepOutcome(name, result.success, time.perf_counter() - t0)
+    outcome.materialized = sorted(
+        {e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key}
+    )
+    for evaluation in result.get_asset_check_evaluations():
+        outcome.checks.append(
+            (
+                f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}",
+                evaluation.passed,
+                evaluation.severity.value,
+            )
+        )
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        if failures:
+            data = failures[0].step_failure_data
+            outcome.error = data.error.message.strip() if data and data.error else "step failed"
+        else:
+            outcome.error = "run failed"
+    return outcome
+
+
+def _selects_something(selection: Any) -> bool:
+    from market_assets.definitions import defs
+
+    return bool(selection.resolve(defs.get_repository_def().asset_graph))
+
+
+def _report_step(outcome: StepOutcome) -> None:
+    status = "ok" if outcome.success else "FAILED"
+    _print(f"      {status} in {outcome.seconds:.1f}s: {', '.join(outcome.materialized) or 'nothing materialized'}")
+    failed = [c for c in outcome.checks if not c[1]]
+    for check, _, severity in failed:
+        _print(f"      check failed ({severity}): {check}")
+    if outcome.error:
+        _print(f"      error: {outcome.error.splitlines()[0][:500]}")
+
+
+def _table_counts(start: date, end: date) -> list[tuple[str, int, int | str]]:
+    from market_assets.warehouse.resource import WarehouseResource
+    from market_assets.warehouse.tables import table
+
+    warehouse = WarehouseResource(database_url=os.environ["DATABASE_URL"])
+    rows: list[tuple[str, int, int | str]] = []
+    for name in SUMMARY_TABLES:
+        total, in_window = warehouse.count_rows(table(name), (start, end))
+        rows.append((name, total, "-" if in_window is None else in_window))
+    return rows
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    settings = load_settings()
+    load_option_settings()  # a bad RISK_FREE_RATE / DIVIDEND_YIELDS fails here, not mid-run
+    universe = parse_symbols(args.symbols, "--symbols") if args.symbols else settings.symbols
+    default_start, default_end = default_window(settings)
+    start = parse_date(args.start, "--start") if args.start else default_start
+    end = parse_date(args.end, "--end") if args.end else default_end
+    if start > end:
+        raise SettingsError(f"--start {start} is after --end {end}")
+    if start < date(2015, 1, 2):
+        raise SettingsError(f"--start {start} is before 2015-01-02, the first partition")
+
+    from market_assets.domain.sessions import sessions_between
+    from market_assets.runtime.services import export_environment, resolve_endpoints
+
+    _print("market-data run")
+    for key, value in settings.describe().items():
+        if key != "symbols":
+            _print(f"  {key:<14} {value}")
+    _print(
+        f"  {'universe':<14} {len(universe)} symbols: {', '.join(universe[:12])}{' ...' if len(universe) > 12 else ''}"
+    )
+    _print(f"  {'window':<14} {start} .. {end}")
+    endpoints = resolve_endpoints(settings)
+    export_environment(settings, endpoints)
+
+    from dagster import AssetSelection, DagsterInstance
+
+    instance = DagsterInstance.get()
+    sessions = sessions_between(start, end)
+    intraday = sessions[-args.intraday_days :] if args.intraday_days > 0 and sessions else []
+
+    last = sessions[-1] if sessions else None
+    # (label, selection, partition window, run config): the daily history first, then what only
+    # makes sense for the latest session (option snapshots: Alpaca serves them as of now), the
+    # minute bars of the last few sessions, and the cache warmed from everything before it.
+    plan: list[tuple[str, Any, tuple[date, date] | None, dict[str, Any] | None]] = [
+        (
+            "symbols: seed the universe",
+            AssetSelection.assets("symbols"),
+            None,
+            {"ops": {"symbols": {"config": {"symbols": list(universe)}}}},
+        ),
+        (
+            f"daily partitions {start} .. {end}: bars and technicals",
+            AssetSelection.groups("ingestion", "technicals") - AssetSelection.assets("symbols", "intraday_bars"),
+            (start, end),
+            None,
+        ),
+    ]
+    if last:
+        plan.append((f"options for the last session {last}", AssetSelection.groups("options"), (last, last), None))
+    if intraday:
+        plan.append(
+            (
+                f"minute bars of the last {len(intraday)} session(s): {intraday[0]} .. {intraday[-1]}",
+                AssetSelection.assets("intraday_bars"),
+                (intraday[0], intraday[-1]),
+                None,
+            )
+        )
+    if last:
+        plan.append((f"cache warmed for {last}", AssetSelection.groups("cache"), (last, last), None))
+    plan = [step for step in plan if _selects_something(step[1])]
+
+    steps: list[StepOutcome] = []
+    for number, (label, selection, window, run_config) in enumerate(plan, start=1):
+        _print(f"[{number}/{len(plan)}] {label}")
+        steps.append(_materialize(label, selection, instance=instance, run_config=run_config, partition_range=window))
+        _report_step(steps[-1])
+        if not steps[-1].success:
+            skipped = len(plan) - number
+            if skipped:
+                _print(f"      stopping: {skipped} later step(s) depend on this one")
+            break
+
+    _print("")
+    _print("Summary")
+    try:
+        counts = _table_counts(start, end)
+        _print(f"  {'table':<28} {'rows':>10} {'in window':>10}")
+        for table, total, window in counts:
+            _print(f"  {table:<28} {total:>10} {window!s:>10}")
+    except Exception as exc:
+        _print(f"  (could not count rows: {exc})")
+    checks = [c for s in steps for c in s.checks]
+    passed = sum(1 for c in checks if c[1])
+    errors = [c for c in checks if not c[1] and c[2] == "ERROR"]
+    warnings = [c for c in checks if not c[1] and c[2] != "ERROR"]
+    _print(f"  checks: {passed} passed, {len(errors)} failed, {len(warnings)} warned")
+    ok = all(s.success for s in steps) and not errors
+    _print(f"  time: {time.perf_counter() - started:.1f}s")
+    _print(f"  result: {'SUCCESS' if ok else 'FAILED'}")
+    if not ok:
+        _print("  see the Dagster UI for details: market-data dev")
+    return 0 if ok else 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from market_assets.runtime.services import export_environment, resolve_endpoints
+
+    settings = load_settings()
+    env = export_environment(settings, resolve_endpoints(settings))
+    _print(f"Dagster UI on http://{args.host}:{args.port} (storage: {env['DAGSTER_HOME']})")
+    command = ["dagster", "dev", "-m", "market_assets.definitions", "-h", args.host, "-p", str(args.port)]
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    os.execvpe(dagster if os.path.exists(dagster) else "dagster", command, os.environ.copy())
+    return 0  # not reached
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from market_assets.runtime.embedded import stop_postgres, stop_redis
+    from market_assets.runtime.services import resolve_endpoints
+
+    settings = load_settings()
+    if args.action == "start":
+        endpoints = resolve_endpoints(settings)
+        _print(f"warehouse: {endpoints.database_url}\nredis:     {endpoints.redis_url}")
+    elif args.action == "stop":
+        _print(f"postgres: {'stopped' if stop_postgres(settings.data_home) else 'not running'}")
+        _print(f"redis:    {'stopped' if stop_redis(settings.data_home) else 'not running'}")
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from alpaca_sim.server import main as simulator_main
+
+    return int(simulator_main(["--port", str(args.port), "--seed", str(args.seed)]) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="market-data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize the whole asset graph for a universe and window")
+    run.add_argument("--symbols", help="comma-separated universe (default: MARKET_SYMBOLS or the built-in 20)")
+    run.add_argument("--start", help="first day, YYYY-MM-DD (default: MARKET_HISTORY_START, about a year ago)")
+    run.add_argument("--end", help="last day, YYYY-MM-DD (default: the last completed NYSE session)")
+    run.add_argument("--intraday-days", type=int, default=5, help="minute bars for the last N sessions (default 5)")
+    run.set_defaults(func=cmd_run)
+    dev = sub.add_parser("dev", help="open the Dagster UI (and daemon) on the same storage and data")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    services = sub.add_parser("services", help="start or stop the embedded PostgreSQL and Redis")
+    services.add_argument("action", choices=["start", "stop"])
+    services.set_defaults(func=cmd_services)
+    sim = sub.add_parser("simulator", help="run the offline Alpaca-compatible simulator in the foreground")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"market-data: configuration error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except MarketDataError as exc:
+        print(f"market-data: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Bad configuration fails once, early, naming the variable; good configuration resolves."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from market_assets.config import DEFAULT_SYMBOLS, SettingsError, load_settings
+
+
+def test_defaults_need_nothing() -> None:
+    settings = load_settings({})
+    assert settings.database_url is None and settings.redis_url is None
+    assert settings.uses_simulator
+    assert settings.symbols == DEFAULT_SYMBOLS
+    assert settings.alpaca_feed == "iex"
+    assert (date.today() - settings.history_start).days == 365
+    assert settings.data_home == Path.cwd() / ".data"
+
+
+def test_values_are_parsed_and_normalised() -> None:
+    settings = load_settings(
+        {
+            "MARKET_SYMBOLS": " aapl, brk.b ,AAPL",
+            "MARKET_HISTORY_START": "2020-01-02",
+            "ALPACA_FEED": "SIP",
+            "DATABASE_URL": "postgresql+psycopg://u:secret@db:5432/market",
+            "ALPACA_API_KEY": "KEYVALUE123",
+            "ALPACA_SECRET_KEY": "SECRETVALUE456",
+            "ALPACA_DATA_URL": "http://proxy:8080/",
+        }
+    )
+    assert settings.symbols == ("AAPL", "BRK.B")
+    assert settings.history_start == date(2020, 1, 2)
+    assert settings.alpaca_feed == "sip"
+    assert settings.alpaca_data_url == "http://proxy:8080"
+    assert not settings.uses_simulator
+    described = settings.describe()
+    assert "secret" not in str(described) and "***" in described["database"]
+    assert "KEYVALUE123" not in repr(settings) and "SECRETVALUE456" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"MARKET_SYMBOLS": "AAPL,123,toolongname"}, "MARKET_SYMBOLS"),
+        ({"MARKET_SYMBOLS": " , "}, "MARKET_SYMBOLS"),
+        ({"MARKET_HISTORY_START": "01/02/2020"}, "MARKET_HISTORY_START"),
+        ({"MARKET_HISTORY_START": "2001-01-02"}, "MARKET_HISTORY_START"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"ALPACA_FEED": "bloomberg"}, "ALPACA_FEED"),
+        ({"ALPACA_API_KEY": "only-the-key"}, "ALPACA_SECRET_KEY"),
+        ({"ALPACA_SECRET_KEY": "only-the-secret"}, "ALPACA_API_KEY"),
+        ({"ALPACA_DATA_URL": "ftp://x"}, "ALPACA_DATA_URL"),
+        ({"ALPACA_TRADING_URL": "nope"}, "ALPACA_TRADING_URL"),
+        ({"ALPACA_RATE_LIMIT_PER_MINUTE": "-5"}, "ALPACA_RATE_LIMIT_PER_MINUTE"),
+        ({"ALPACA_HTTP_TIMEOUT_SECONDS": "soon"}, "ALPACA_HTTP_TIMEOUT_SECONDS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(env)
+
+
+def test_secret_values_never_appear_in_errors() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"DATABASE_URL": "mysql://user:hunter2@db/x"})
+    assert "hunter2" not in str(info.value)

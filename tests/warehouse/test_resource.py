@@ -1,0 +1,206 @@
+"""The one writer against a real PostgreSQL: types round-trip, partition replace is exact and
+atomic, duplicates inside a batch are resolved, migrations are recorded and idempotent."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from market_assets.warehouse.resource import WarehouseResource, copy_frame
+from market_assets.warehouse.tables import BAR_COLUMNS, QUARANTINE
+
+QUARANTINE_COLUMNS = QUARANTINE.columns
+
+
+def make_bars(symbols: list[str], sessions: list[str], price: float = 100.0, run_id: str = "r1") -> pd.DataFrame:
+    rows = []
+    for s in symbols:
+        for i, day in enumerate(sessions):
+            ts = pd.Timestamp(day, tz="America/New_York").tz_convert("UTC")
+            p = price + i
+            rows.append(
+                {
+                    "symbol": s,
+                    "ts": ts,
+                    "session": pd.Timestamp(day).date(),
+                    "open": p,
+                    "high": p + 1.25,
+                    "low": p - 1.5,
+                    "close": p + 0.5,
+                    "volume": 1000 + i,
+                    "trade_count": 10 + i,
+                    "vwap": p + 0.1,
+                    "feed": "iex",
+                    "run_id": run_id,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    frame["trade_count"] = frame["trade_count"].astype("Int64")
+    return frame
+
+
+def stored(warehouse: WarehouseResource, table: str = "market.bars_daily") -> pd.DataFrame:
+    return warehouse.read_frame(
+        f"SELECT symbol, ts, session, open, high, low, close, volume, trade_count, vwap, feed, run_id "
+        f"FROM {table} ORDER BY symbol, ts"
+    )
+
+
+SESSIONS = ["2024-03-04", "2024-03-05", "2024-03-06"]
+
+
+def write(warehouse: WarehouseResource, frame: pd.DataFrame, symbols: list[str], table: str = "market.bars_daily"):
+    return warehouse.replace_partition(
+        table,
+        frame,
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        sessions=(date(2024, 3, 4), date(2024, 3, 6)),
+        symbols=symbols,
+        monthly_partitions=table == "market.bars_minute",
+    )
+
+
+def test_binary_copy_round_trips_every_type_and_null(warehouse: WarehouseResource) -> None:
+    frame = make_bars(["AAPL", "BRK.B"], SESSIONS)
+    frame.loc[1, "vwap"] = np.nan
+    frame.loc[2, "trade_count"] = pd.NA
+    frame.loc[3, "run_id"] = None
+    frame.loc[4, "open"] = 101.456789012345  # full float8 precision survives
+    write(warehouse, frame, ["AAPL", "BRK.B"])
+    back = stored(warehouse)
+    assert len(back) == 6
+    assert pd.isna(back.loc[1, "vwap"])
+    assert pd.isna(back.loc[2, "trade_count"])
+    assert pd.isna(back.loc[3, "run_id"])
+    assert back.loc[4, "open"] == 101.456789012345
+    assert back["symbol"].tolist() == ["AAPL"] * 3 + ["BRK.B"] * 3
+    assert [d.isoformat() for d in back["session"][:3]] == SESSIONS
+    assert pd.Timestamp(back.loc[0, "ts"]) == pd.Timestamp("2024-03-04 05:00", tz="UTC")
+
+
+def test_text_with_unicode_and_varying_lengths(warehouse: WarehouseResource) -> None:
+    frame = pd.DataFrame(
+        {
+            "source": ["a", "ünïcødé ✓", "x" * 300],
+            "dataset": "d",
+            "partition_key": [None, "k", "k"],
+            "symbol": ["A", None, "ABCDE"],
+            "ts": pd.to_datetime(["2024-01-01", None, "2024-01-02"], utc=True),
+            "payload": ['{"a": 1}', '{"b": "ü"}', "[]"],
+            "reason": "r",
+            "run_id": None,
+        }
+    )
+    with warehouse.connect() as conn:
+        copy_frame(conn, "market.quarantine", frame, QUARANTINE_COLUMNS)
+    back = warehouse.read_frame("SELECT source, symbol, ts, payload FROM market.quarantine ORDER BY id")
+    assert back["source"].tolist() == ["a", "ünïcødé ✓", "x" * 300]
+    assert back["symbol"].isna().tolist() == [False, True, False]
+    assert back["symbol"].dropna().tolist() == ["A", "ABCDE"]
+    assert back["payload"].tolist() == [{"a": 1}, {"b": "ü"}, []]
+    assert back["ts"].isna().tolist() == [False, True, False]
+
+
+def test_rewriting_a_partition_is_idempotent(warehouse: WarehouseResource) -> None:
+    frame = make_bars(["AAPL", "MSFT"], SESSIONS)
+    write(warehouse, frame, ["AAPL", "MSFT"])
+    first = stored(warehouse)
+    result = write(warehouse, frame, ["AAPL", "MSFT"])
+    assert result.rows_deleted == 6 and result.rows_written == 6
+    pd.testing.assert_frame_equal(first, stored(warehouse))
+
+
+def test_replace_touches_only_the_partition_and_the_symbols_written(warehouse: WarehouseResource) -> None:
+    write(warehouse, make_bars(["AAPL", "MSFT"], SESSIONS), ["AAPL", "MSFT"])
+    outside = make_bars(["AAPL"], ["2024-03-07"])
+    warehouse.replace_partition(
+        "market.bars_daily",
+        outside,
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        sessions=(date(2024, 3, 7), date(2024, 3, 7)),
+        symbols=["AAPL"],
+    )
+    # new AAPL data for the same sessions replaces AAPL only; MSFT and 03-07 stay
+    write(warehouse, make_bars(["AAPL"], SESSIONS, price=200.0, run_id="r2"), ["AAPL"])
+    back = stored(warehouse)
+    assert len(back) == 7
+    aapl = back[(back.symbol == "AAPL") & (back.session < date(2024, 3, 7))]
+    assert aapl["open"].tolist() == [200.0, 201.0, 202.0]
+    assert back[back.symbol == "MSFT"]["open"].tolist() == [100.0, 101.0, 102.0]
+    assert (back.session == date(2024, 3, 7)).sum() == 1
+
+
+def test_a_failure_in_the_middle_of_a_write_leaves_the_partition_as_it_was(
+    warehouse: WarehouseResource,
+) -> None:
+    write(warehouse, make_bars(["AAPL", "MSFT"], SESSIONS), ["AAPL", "MSFT"])
+    before = stored(warehouse)
+    bad = make_bars(["AAPL", "MSFT"], SESSIONS, price=300.0)
+    bad.loc[4, "volume"] = -1  # the server rejects this row half-way through the COPY
+    with pytest.raises(psycopg.errors.CheckViolation):
+        write(warehouse, bad, ["AAPL", "MSFT"])
+    pd.testing.assert_frame_equal(before, stored(warehouse))
+
+
+def test_duplicate_keys_in_one_batch_keep_the_last(warehouse: WarehouseResource) -> None:
+    frame = make_bars(["AAPL"], SESSIONS)
+    revised = frame.iloc[[1]].assign(close=101.75)
+    write(warehouse, pd.concat([frame, revised], ignore_index=True), ["AAPL"])
+    back = stored(warehouse)
+    assert len(back) == 3
+    assert back.loc[1, "close"] == 101.75
+
+
+def test_upsert_updates_revised_rows_and_inserts_new(warehouse: WarehouseResource) -> None:
+    frame = make_bars(["AAPL"], SESSIONS)
+    warehouse.upsert("market.bars_minute", frame.iloc[:2], BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True)
+    revised = frame.iloc[1:].assign(close=frame["close"].iloc[1:] + 0.25)
+    warehouse.upsert(
+        "market.bars_minute",
+        pd.concat([revised, revised]),
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        monthly_partitions=True,
+    )
+    back = stored(warehouse, "market.bars_minute")
+    assert back["close"].tolist() == [100.5, 101.75, 102.75]
+
+
+def test_minute_bars_land_in_monthly_partitions(warehouse: WarehouseResource) -> None:
+    frame = make_bars(["AAPL"], ["2024-02-29", "2024-03-01"])
+    warehouse.replace_partition(
+        "market.bars_minute",
+        frame,
+        BAR_COLUMNS,
+        key=("symbol", "ts"),
+        sessions=(date(2024, 2, 29), date(2024, 3, 1)),
+        symbols=["AAPL"],
+        monthly_partitions=True,
+    )
+    parts = warehouse.read_frame(
+        "SELECT tableoid::regclass::text AS part, count(*) AS n FROM market.bars_minute GROUP BY 1 ORDER BY 1"
+    )
+    assert parts["part"].tolist() == ["market.bars_minute_202402", "market.bars_minute_202403"]
+
+
+def test_migrations_are_recorded_once(warehouse: WarehouseResource) -> None:
+    assert warehouse.migrate() == []
+    versions = warehouse.read_frame("SELECT version FROM market.schema_migrations ORDER BY version")
+    assert versions["version"].tolist()[:4] == [
+        "001_schema.sql",
+        "002_symbols.sql",
+        "003_bars.sql",
+        "004_quarantine_and_log.sql",
+    ]
+
+
+def test_unreachable_database_gives_a_clear_error() -> None:
+    dead = WarehouseResource(database_url="postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(ConnectionError, match="cannot connect to the warehouse"):
+        dead.scalar("SELECT 1")
