@@ -29,7 +29,7 @@ from sqlalchemy import create_engine
 from market_assets.config import load_settings
 from market_assets.runtime.embedded import create_database_if_missing, ensure_postgres
 from market_assets.warehouse.resource import WarehouseResource, to_conninfo
-from market_assets.warehouse.tables import BAR_COLUMNS
+from market_assets.warehouse.tables import BAR_COLUMNS, BARS_DAILY
 
 BENCH_DB = "market_bench"
 
@@ -106,10 +106,8 @@ def time_writer(warehouse: WarehouseResource, rows: pd.DataFrame) -> float:
     first, last = rows["session"].min(), rows["session"].max()
     t0 = time.perf_counter()
     warehouse.replace_partition(
-        "market.bars_daily",
+        BARS_DAILY,
         rows,
-        BAR_COLUMNS,
-        key=("symbol", "ts"),
         sessions=(pd.Timestamp(first).date(), pd.Timestamp(last).date()),
         symbols=symbols,
     )

@@ -27,8 +27,8 @@ from market_assets.config import load_settings, parse_symbols
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.partitions import daily_partitions
 from market_assets.domain.sessions import NEW_YORK, session_of_daily_ts, session_of_minute_ts, sessions_between
+from market_assets.warehouse import tables
 from market_assets.warehouse.resource import WarehouseResource
-from market_assets.warehouse.tables import BAR_COLUMNS
 
 BARS_SOURCE = "alpaca:/v2/stocks/bars"
 # A backfill run covers up to a month of days: one request stream per symbol batch instead of one
@@ -125,16 +125,13 @@ def ingest_bars(
             }
         )
         result = warehouse.replace_partition(
-            table,
+            tables.table(table),
             kept,
-            BAR_COLUMNS,
-            key=("symbol", "ts"),
             sessions=(first, last),
             symbols=universe,
             quarantine=quarantine,
             dataset=dataset,
             partition_key=partition_key,
-            monthly_partitions=table == "market.bars_minute",
         )
     except Exception as exc:
         warehouse.log_ingestion(

@@ -60,8 +60,8 @@ from market_assets.cache.resource import CacheResource
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.bars import active_symbols
 from market_assets.domain.sessions import NEW_YORK, is_session, session_of_minute_ts, session_open_close
+from market_assets.warehouse import tables
 from market_assets.warehouse.resource import WarehouseResource
-from market_assets.warehouse.tables import BAR_COLUMNS
 
 TRAILING_MINUTES = 15  # Alpaca revises a bar ~30 s after publishing; 15 minutes also covers slow ticks
 MAX_WINDOW_MINUTES = 390  # a whole regular session: a sensor that was down all day still catches up
@@ -242,9 +242,7 @@ def refresh_minute_bars(
         kept["trade_count"] = kept["trade_count"].astype("Int64")
         kept["feed"] = alpaca.feed
         kept["run_id"] = context.run.run_id
-        upserted = warehouse.upsert(
-            "market.bars_minute", kept, BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True
-        )
+        upserted = warehouse.upsert(tables.BARS_MINUTE, kept)
     except Exception as exc:
         _log_refresh(warehouse, info, status="failed", error=str(exc)[:2000])
         raise
@@ -316,9 +314,7 @@ def compute_intraday_indicators(
         # only rows whose inputs may have changed: everything before fetch_start was final already
         changed = frame[frame["ts"] >= pd.Timestamp(info["fetch_start"])].copy()
         changed["run_id"] = context.run.run_id
-        written = warehouse.upsert(
-            "market.indicators_intraday", changed, INTRADAY_COLUMNS, key=("symbol", "ts"), monthly_partitions=True
-        )
+        written = warehouse.upsert(tables.INDICATORS_INTRADAY, changed)
     except Exception as exc:
         _log_refresh(warehouse, info, status="failed", error=str(exc)[:2000])
         raise

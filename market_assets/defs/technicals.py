@@ -52,6 +52,7 @@ from market_assets.defs.bars import BACKFILL_POLICY, active_symbols, partition_d
 from market_assets.defs.partitions import daily_partitions
 from market_assets.domain.sessions import NEW_YORK, nyse, sessions_between
 from market_assets.reporting.charts import technical_chart_markdown
+from market_assets.warehouse import tables
 from market_assets.warehouse.resource import WarehouseResource
 
 GROUP = "technicals"
@@ -435,9 +436,7 @@ def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseRes
             frame[name] = pd.Series(dtype="float64")
     frame["run_id"] = context.run.run_id
     frame = finite(frame, [name for name, pg in INDICATOR_COLUMNS if pg == "float8"])
-    result = warehouse.replace_partition(
-        INDICATORS_TABLE, frame, INDICATOR_COLUMNS, key=("symbol", "ts"), sessions=(first, last), symbols=universe
-    )
+    result = warehouse.replace_partition(tables.INDICATORS_DAILY, frame, sessions=(first, last), symbols=universe)
     checks = indicator_checks(warehouse, universe, first, last)
 
     latest = frame[frame["session"] == frame["session"].max()] if len(frame) else frame
@@ -522,14 +521,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
         found = pd.DataFrame(columns=[name for name, _ in PATTERN_COLUMNS])
         recent = found
     found["run_id"] = context.run.run_id
-    result = warehouse.replace_partition(
-        PATTERNS_TABLE,
-        found,
-        PATTERN_COLUMNS,
-        key=("symbol", "ts", "pattern"),
-        sessions=(first, last),
-        symbols=universe,
-    )
+    result = warehouse.replace_partition(tables.PATTERNS, found, sessions=(first, last), symbols=universe)
     orphans = int(
         warehouse.scalar(
             f"SELECT count(*) FROM {PATTERNS_TABLE} p WHERE p.symbol = ANY(%s) AND p.session BETWEEN %s AND %s "
@@ -634,14 +626,7 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
     sessions = sessions_between(first, last)
     levels = levels_for_sessions(bars, sessions) if len(bars) else pd.DataFrame(columns=[n for n, _ in LEVEL_COLUMNS])
     levels["run_id"] = context.run.run_id
-    result = warehouse.replace_partition(
-        LEVELS_TABLE,
-        levels,
-        LEVEL_COLUMNS,
-        key=("symbol", "as_of", "kind", "level"),
-        sessions=(first, last),
-        symbols=universe,
-    )
+    result = warehouse.replace_partition(tables.SUPPORT_RESISTANCE, levels, sessions=(first, last), symbols=universe)
     violations = int(
         warehouse.scalar(
             f"SELECT count(*) FROM {LEVELS_TABLE} s JOIN {BARS_TABLE} b ON b.symbol = s.symbol AND b.session = s.as_of "
@@ -728,9 +713,7 @@ def pivot_levels(context: AssetExecutionContext, warehouse: WarehouseResource) -
     else:
         pivots["session"] = pd.Series(dtype=object)
     pivots["run_id"] = context.run.run_id
-    result = warehouse.replace_partition(
-        PIVOTS_TABLE, pivots, PIVOT_COLUMNS, key=("symbol", "ts"), sessions=(first, last), symbols=universe
-    )
+    result = warehouse.replace_partition(tables.PIVOT_POINTS, pivots, sessions=(first, last), symbols=universe)
     stats = warehouse.read_frame(
         "SELECT "
         f"(SELECT count(*) FROM {PIVOTS_TABLE} WHERE symbol = ANY(%(u)s) AND session BETWEEN %(f)s AND %(l)s AND NOT ("

@@ -174,17 +174,14 @@ class WarehouseResource(ConfigurableResource):
 
     def replace_partition(
         self,
-        table: str,
+        table: Table,
         frame: pd.DataFrame,
-        columns: Sequence[tuple[str, str]],
         *,
-        key: Sequence[str],
         sessions: tuple[date, date],
         symbols: Sequence[str],
         quarantine: pd.DataFrame | None = None,
         dataset: str | None = None,
         partition_key: str | None = None,
-        monthly_partitions: bool = False,
     ) -> WriteResult:
         """Replace the rows of `symbols` whose session is in `sessions` (inclusive) by `frame`.
 
@@ -192,17 +189,19 @@ class WarehouseResource(ConfigurableResource):
         the old ones still are. Quarantine records of the same dataset/partition/symbols are
         replaced too, so a re-run does not pile up duplicates of the same rejected rows.
         """
-        frame = dedupe_last(frame, key)
+        if table.partition_column is None:
+            raise ValueError(f"{table.name} has no partition column: it cannot be replaced by partition")
+        frame = dedupe_last(frame, table.key)
         with self.connect() as conn:
-            if monthly_partitions:
-                ensure_month_partitions(conn, table, frame["ts"])
-            where = "session BETWEEN %s AND %s AND symbol = ANY(%s)"
+            if table.monthly:
+                ensure_month_partitions(conn, table.name, frame["ts"])
+            where = f"{table.partition_column} BETWEEN %s AND %s AND symbol = ANY(%s)"
             params: list[Any] = [sessions[0], sessions[1], list(symbols)]
-            if monthly_partitions:  # partitioned on ts: a ts range lets PostgreSQL prune partitions
+            if table.monthly:  # partitioned on ts: a ts range lets PostgreSQL prune partitions
                 where += " AND ts >= %s AND ts < %s"
                 params += list(_new_york_day_bounds(sessions))
-            deleted = conn.execute(f"DELETE FROM {_check_table(table)} WHERE {where}", params).rowcount
-            written = copy_frame(conn, table, frame, columns)
+            deleted = conn.execute(f"DELETE FROM {_check_table(table.name)} WHERE {where}", params).rowcount
+            written = copy_frame(conn, table.name, frame, table.columns)
             quarantined = 0
             if dataset is not None:
                 conn.execute(
@@ -215,32 +214,26 @@ class WarehouseResource(ConfigurableResource):
                     quarantined = self.insert_quarantine(conn, quarantine, dataset, partition_key)
         return WriteResult(rows_written=written, rows_deleted=deleted, rows_quarantined=quarantined)
 
-    def upsert(
-        self,
-        table: str,
-        frame: pd.DataFrame,
-        columns: Sequence[tuple[str, str]],
-        *,
-        key: Sequence[str],
-        monthly_partitions: bool = False,
-    ) -> int:
+    def upsert(self, table: Table, frame: pd.DataFrame) -> int:
         """Insert-or-update through a staging table: for trailing-window refreshes of revised rows."""
-        frame = dedupe_last(frame, key)
+        frame = dedupe_last(frame, table.key)
         if frame.empty:
             return 0
-        names = [name for name, _ in columns]
+        key, columns = table.key, table.columns
+        names = table.column_names
+        stamp = "".join(f", {c} = now()" for c in table.server_columns if c in ("ingested_at", "computed_at"))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
         with self.connect() as conn:
-            if monthly_partitions:
-                ensure_month_partitions(conn, table, frame["ts"])
+            if table.monthly:
+                ensure_month_partitions(conn, table.name, frame["ts"])
             conn.execute(
-                f"CREATE TEMP TABLE upsert_stage (LIKE {_check_table(table)} INCLUDING DEFAULTS) ON COMMIT DROP"
+                f"CREATE TEMP TABLE upsert_stage (LIKE {_check_table(table.name)} INCLUDING DEFAULTS) ON COMMIT DROP"
             )
             copy_frame(conn, "pg_temp.upsert_stage", frame, columns)
             col_list = ", ".join(names)
             conn.execute(
-                f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM upsert_stage "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}, ingested_at = now()"
+                f"INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM upsert_stage "
+                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}{stamp}"
             )
         return len(frame)
 

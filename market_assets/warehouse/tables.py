@@ -26,6 +26,7 @@ class Table:
     key: tuple[str, ...]
     partition_column: str | None = None
     server_columns: tuple[str, ...] = field(default=())
+    monthly: bool = False  # range-partitioned by month on ts (partitions created on demand by the writer)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -55,7 +56,7 @@ SYMBOLS = Table(
     server_columns=("asset_class", "active", "added_at", "updated_at"),
 )
 BARS_DAILY = Table("market.bars_daily", BAR_COLUMNS, ("symbol", "ts"), "session", ("ingested_at",))
-BARS_MINUTE = Table("market.bars_minute", BAR_COLUMNS, ("symbol", "ts"), "session", ("ingested_at",))
+BARS_MINUTE = Table("market.bars_minute", BAR_COLUMNS, ("symbol", "ts"), "session", ("ingested_at",), monthly=True)
 QUARANTINE = Table(
     "market.quarantine",
     (
@@ -137,7 +138,7 @@ SUPPORT_RESISTANCE = Table(
         ("run_id", "text"),
     ),
     ("symbol", "as_of", "kind", "level"),
-    "as_of",
+    "session",
     ("computed_at",),
 )
 PIVOT_POINTS = Table(
@@ -170,7 +171,8 @@ INDICATORS_INTRADAY = Table(
     ),
     ("symbol", "ts"),
     "session",
-    ("computed_at",),
+    ("ingested_at",),
+    monthly=True,
 )
 INTRADAY_REFRESH_LOG = Table(
     "market.intraday_refresh_log",

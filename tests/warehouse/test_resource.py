@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from market_assets.warehouse.resource import WarehouseResource, copy_frame
-from market_assets.warehouse.tables import BAR_COLUMNS, QUARANTINE
+from market_assets.warehouse.tables import BARS_MINUTE, QUARANTINE, TABLES
 
 QUARANTINE_COLUMNS = QUARANTINE.columns
 
@@ -55,13 +55,7 @@ SESSIONS = ["2024-03-04", "2024-03-05", "2024-03-06"]
 
 def write(warehouse: WarehouseResource, frame: pd.DataFrame, symbols: list[str], table: str = "market.bars_daily"):
     return warehouse.replace_partition(
-        table,
-        frame,
-        BAR_COLUMNS,
-        key=("symbol", "ts"),
-        sessions=(date(2024, 3, 4), date(2024, 3, 6)),
-        symbols=symbols,
-        monthly_partitions=table == "market.bars_minute",
+        TABLES[table], frame, sessions=(date(2024, 3, 4), date(2024, 3, 6)), symbols=symbols
     )
 
 
@@ -119,10 +113,8 @@ def test_replace_touches_only_the_partition_and_the_symbols_written(warehouse: W
     write(warehouse, make_bars(["AAPL", "MSFT"], SESSIONS), ["AAPL", "MSFT"])
     outside = make_bars(["AAPL"], ["2024-03-07"])
     warehouse.replace_partition(
-        "market.bars_daily",
+        TABLES["market.bars_daily"],
         outside,
-        BAR_COLUMNS,
-        key=("symbol", "ts"),
         sessions=(date(2024, 3, 7), date(2024, 3, 7)),
         symbols=["AAPL"],
     )
@@ -159,30 +151,16 @@ def test_duplicate_keys_in_one_batch_keep_the_last(warehouse: WarehouseResource)
 
 def test_upsert_updates_revised_rows_and_inserts_new(warehouse: WarehouseResource) -> None:
     frame = make_bars(["AAPL"], SESSIONS)
-    warehouse.upsert("market.bars_minute", frame.iloc[:2], BAR_COLUMNS, key=("symbol", "ts"), monthly_partitions=True)
+    warehouse.upsert(BARS_MINUTE, frame.iloc[:2])
     revised = frame.iloc[1:].assign(close=frame["close"].iloc[1:] + 0.25)
-    warehouse.upsert(
-        "market.bars_minute",
-        pd.concat([revised, revised]),
-        BAR_COLUMNS,
-        key=("symbol", "ts"),
-        monthly_partitions=True,
-    )
+    warehouse.upsert(BARS_MINUTE, pd.concat([revised, revised]))
     back = stored(warehouse, "market.bars_minute")
     assert back["close"].tolist() == [100.5, 101.75, 102.75]
 
 
 def test_minute_bars_land_in_monthly_partitions(warehouse: WarehouseResource) -> None:
     frame = make_bars(["AAPL"], ["2024-02-29", "2024-03-01"])
-    warehouse.replace_partition(
-        "market.bars_minute",
-        frame,
-        BAR_COLUMNS,
-        key=("symbol", "ts"),
-        sessions=(date(2024, 2, 29), date(2024, 3, 1)),
-        symbols=["AAPL"],
-        monthly_partitions=True,
-    )
+    warehouse.replace_partition(BARS_MINUTE, frame, sessions=(date(2024, 2, 29), date(2024, 3, 1)), symbols=["AAPL"])
     parts = warehouse.read_frame(
         "SELECT tableoid::regclass::text AS part, count(*) AS n FROM market.bars_minute GROUP BY 1 ORDER BY 1"
     )
