@@ -250,7 +250,7 @@ class _Chunk:
 
 # ---------------------------------------------------------------------- the server
 class SimulatorServer:
-    """HTTP server speaking Alpaca's REST formats (plus the market-data stream), in background threads.
+    """HTTP server speaking Alpaca's REST formats (plus, with ``enable_ws=True``, the stream), in background threads.
 
     Use as a context manager or ``start()``/``stop()``. Pass ``base_url`` as ``url_override`` to the
     alpaca-py clients and ``ws_url`` to ``StockDataStream``. ``faults`` and ``clock`` may be replaced
@@ -268,7 +268,7 @@ class SimulatorServer:
         secret_key: str = DEFAULT_SECRET_KEY,
         faults: FaultConfig | None = None,
         clock: datetime | None = None,
-        enable_ws: bool = True,
+        enable_ws: bool = False,
     ) -> None:
         self.model = model or MarketModel()
         self.host = host
@@ -718,6 +718,8 @@ def _make_handler(server: SimulatorServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            # counted before the body goes out: a client that has read the response must see it in the stats
+            server.stats.status(status)
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(payload)))
@@ -725,7 +727,6 @@ def _make_handler(server: SimulatorServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(payload)
-            server.stats.status(status)
 
         def do_GET(self) -> None:
             split = urlsplit(self.path)
@@ -800,6 +801,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Offline Alpaca-compatible market data simulator")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--stream", action="store_true", help="also serve the market-data WebSocket stream")
     ap.add_argument("--ws-port", type=int, default=0, help="stream port (0 = any free port)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--clock", default=None, help="fixed 'now' (RFC3339); default wall clock")
@@ -809,11 +811,14 @@ def main(argv: list[str] | None = None) -> None:
         clock = pd.Timestamp(args.clock).to_pydatetime()
         if clock.tzinfo is None:
             clock = clock.replace(tzinfo=UTC)
-    srv = SimulatorServer(MarketModel(args.seed), host=args.host, port=args.port, ws_port=args.ws_port, clock=clock)
+    srv = SimulatorServer(
+        MarketModel(args.seed), host=args.host, port=args.port, ws_port=args.ws_port, clock=clock, enable_ws=args.stream
+    )
     srv.start()
     print(f"Alpaca simulator (seed {args.seed}) serving")
     print(f"  base URL (url_override): {srv.base_url}")
-    print(f"  stream URL:              {srv.ws_url}")
+    if args.stream:
+        print(f"  stream URL:              {srv.ws_url}")
     print(f"  ALPACA_API_KEY={srv.api_key}")
     print(f"  ALPACA_SECRET_KEY={srv.secret_key}", flush=True)
     try:
