@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+from market_assets.domain.symbols import SYMBOL_PATTERN, invalid_symbols
 from market_assets.errors import SettingsError
-
-SYMBOL_PATTERN = re.compile(r"^[A-Z]{1,5}(\.[A-Z]{1,2})?$")
 
 DEFAULT_SYMBOLS: tuple[str, ...] = (
     "AAPL",
@@ -43,11 +42,6 @@ DEFAULT_SYMBOLS: tuple[str, ...] = (
 FEEDS = ("iex", "sip", "otc", "delayed_sip")
 
 
-def invalid_symbols(symbols: list[str] | tuple[str, ...]) -> list[str]:
-    """Symbols that cannot be valid tickers, so they are refused before any request is made."""
-    return [s for s in symbols if not SYMBOL_PATTERN.match(s)]
-
-
 def parse_symbols(raw: str, variable: str = "MARKET_SYMBOLS") -> tuple[str, ...]:
     symbols = [s.strip().upper() for s in raw.split(",") if s.strip()]
     if not symbols:
@@ -59,6 +53,17 @@ def parse_symbols(raw: str, variable: str = "MARKET_SYMBOLS") -> tuple[str, ...]
             "expected 1-5 capital letters with an optional class suffix such as BRK.B"
         )
     return tuple(dict.fromkeys(symbols))
+
+
+def _reader(environ: Mapping[str, str] | None) -> Callable[[str], str | None]:
+    """The one way a variable is read: from `environ` (default os.environ); unset and blank both mean "not set"."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value is not None and value.strip() != "" else None
+
+    return get
 
 
 def parse_date(raw: str, variable: str) -> date:
@@ -127,11 +132,7 @@ class Settings:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raise SettingsError naming the first bad variable."""
-    env = os.environ if environ is None else environ
-
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return value if value is not None and value.strip() != "" else None
+    get = _reader(environ)
 
     home_raw = get("MARKET_DATA_HOME")
     data_home = Path(home_raw).expanduser().resolve() if home_raw else Path.cwd() / ".data"
@@ -266,11 +267,7 @@ def _parse_int(raw: str, variable: str, low: int, high: int) -> int:
 
 def load_option_settings(environ: Mapping[str, str] | None = None) -> OptionSettings:
     """Read and validate the options variables; raise SettingsError naming the first bad one."""
-    env = os.environ if environ is None else environ
-
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return value if value is not None and value.strip() != "" else None
+    get = _reader(environ)
 
     rate_raw = get("RISK_FREE_RATE")
     rate = parse_rate(rate_raw) if rate_raw else DEFAULT_RISK_FREE_RATE

@@ -1,8 +1,8 @@
-"""The one Definitions object: assets, checks, jobs, schedules and resources.
+"""The composition root: the one Definitions object, and the one place that picks real or simulated Alpaca.
 
-Resources are bound from the environment with EnvVar, so secrets stay out of run config and the
-UI. Unset optional variables are bound as None: the resources then fall back to the embedded
-servers and the offline simulator.
+Resources are bound from the environment with EnvVar, so secrets stay out of run config and the UI. Unset optional
+variables are bound as None: the warehouse and cache then fall back to the embedded servers. With no Alpaca keys and
+no ALPACA_DATA_URL, the offline simulator is bound here, and nowhere else knows it exists.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import os
 
 from dagster import Definitions, EnvVar, load_assets_from_modules
 
-from market_assets.alpaca.resource import AlpacaResource
+from market_assets.alpaca.resource import AlpacaResource, Endpoint
 from market_assets.cache.resource import CacheResource
-from market_assets.config import load_option_settings, load_settings
+from market_assets.config import Settings, load_option_settings, load_settings
 from market_assets.defs import bars, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
@@ -21,23 +21,45 @@ from market_assets.defs.schedules import after_close_schedule, daily_market_job
 from market_assets.warehouse.resource import WarehouseResource
 
 
+class SimulatedAlpacaResource(AlpacaResource):
+    """The same client code pointed at the offline simulator, started in-process on first use (never at load)."""
+
+    serves_option_history: bool = True
+    source: str = "simulator"
+
+    def endpoint(self) -> Endpoint:
+        import alpaca_sim
+
+        sim = alpaca_sim.shared_server()
+        return Endpoint(sim.api_key, sim.secret_key, sim.base_url, sim.base_url)
+
+
 def _env(name: str) -> EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else None
+
+
+def alpaca_resource(settings: Settings) -> AlpacaResource:
+    limits = {
+        "feed": settings.alpaca_feed,
+        "rate_limit_per_minute": settings.rate_limit_per_minute,
+        "timeout_seconds": settings.http_timeout_seconds,
+    }
+    if settings.uses_simulator:
+        return SimulatedAlpacaResource(**limits)
+    return AlpacaResource(
+        api_key=_env("ALPACA_API_KEY"),
+        secret_key=_env("ALPACA_SECRET_KEY"),
+        data_url=settings.alpaca_data_url,
+        trading_url=settings.alpaca_trading_url,
+        **limits,
+    )
 
 
 def build_resources() -> dict[str, object]:
     settings = load_settings()  # fails at load with the variable's name when a value is bad
     load_option_settings()  # likewise RISK_FREE_RATE / DIVIDEND_YIELDS, before any run starts
     return {
-        "alpaca": AlpacaResource(
-            api_key=_env("ALPACA_API_KEY"),
-            secret_key=_env("ALPACA_SECRET_KEY"),
-            feed=settings.alpaca_feed,
-            data_url=settings.alpaca_data_url,
-            trading_url=settings.alpaca_trading_url,
-            rate_limit_per_minute=settings.rate_limit_per_minute,
-            timeout_seconds=settings.http_timeout_seconds,
-        ),
+        "alpaca": alpaca_resource(settings),
         "warehouse": WarehouseResource(database_url=_env("DATABASE_URL"), data_home=str(settings.data_home)),
         "cache": CacheResource(redis_url=_env("REDIS_URL"), data_home=str(settings.data_home)),
         "market_clock": MarketClockResource(),

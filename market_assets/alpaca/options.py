@@ -15,7 +15,7 @@ Why these details:
 * ``as_of``: Alpaca serves option snapshots and contracts only as of now. The simulator accepts
   the extra query parameter ``as_of=YYYY-MM-DD`` to serve a past session. alpaca-py's request
   models drop unknown fields, so the parameter travels in a subclass that declares it, and only
-  when the endpoint is the simulator (recognised by its key); with the real API ``as_of`` is
+  when the resource says its server can (``serves_option_history``); with the real API ``as_of`` is
   ignored and callers must check that "now" is the session they want (see
   ``serves_history``).
 """
@@ -32,9 +32,8 @@ from alpaca.data.requests import OptionChainRequest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.requests import GetOptionContractsRequest
 
-from alpaca_sim.server import DEFAULT_API_KEY as SIMULATOR_API_KEY
 from market_assets.alpaca.resource import AlpacaResource
-from market_assets.config import invalid_symbols
+from market_assets.domain.symbols import invalid_symbols
 
 CHAIN_SOURCE = "alpaca:/v1beta1/options/snapshots"
 CONTRACTS_SOURCE = "alpaca:/v2/options/contracts"
@@ -95,28 +94,27 @@ class _AsOfOptionContractsRequest(GetOptionContractsRequest):
     as_of: date | None = None
 
 
-def is_simulator(alpaca: AlpacaResource) -> bool:
-    """True when the resource talks to our simulator (its well-known dummy key), not to Alpaca."""
-    key, _, _, _ = alpaca._endpoint()
-    return key == SIMULATOR_API_KEY
-
-
 def serves_history(alpaca: AlpacaResource) -> bool:
-    """Whether past option snapshots can be requested (simulator yes; Alpaca: only "now")."""
-    return is_simulator(alpaca)
+    """Whether past option snapshots can be requested (Alpaca: only "now"; the composition root says otherwise
+    for a server that can, such as the offline simulator)."""
+    return alpaca.serves_option_history
 
 
 def option_data_client(alpaca: AlpacaResource) -> OptionHistoricalDataClient:
-    key, secret, data_url, _ = alpaca._endpoint()
-    return alpaca._wire(OptionHistoricalDataClient(key, secret, raw_data=True, url_override=data_url))
+    end = alpaca.endpoint()
+    return alpaca.wire(
+        OptionHistoricalDataClient(end.api_key, end.secret_key, raw_data=True, url_override=end.data_url)
+    )
 
 
 def trading_client(alpaca: AlpacaResource) -> TradingClient:
     """A TradingClient for reference data. Without a URL override, paper keys (``PK...``) need the
     paper endpoint and live keys the live one; Alpaca's key prefix tells which."""
-    key, secret, _, trading_url = alpaca._endpoint()
-    paper = not (key or "").startswith("AK")
-    return alpaca._wire(TradingClient(key, secret, paper=paper, raw_data=True, url_override=trading_url))
+    end = alpaca.endpoint()
+    paper = not (end.api_key or "").startswith("AK")
+    return alpaca.wire(
+        TradingClient(end.api_key, end.secret_key, paper=paper, raw_data=True, url_override=end.trading_url)
+    )
 
 
 def _check_underlyings(underlyings: list[str]) -> None:
@@ -172,7 +170,7 @@ def fetch_option_chain(
         "expiration_date_gte": expiration_date_gte,
         "expiration_date_lte": expiration_date_lte,
     }
-    if as_of is not None and is_simulator(alpaca):
+    if as_of is not None and serves_history(alpaca):
         request: OptionChainRequest = _AsOfOptionChainRequest(**fields, as_of=as_of)
     else:
         request = OptionChainRequest(**fields)
@@ -203,7 +201,7 @@ def fetch_option_contracts(
         return pd.DataFrame({**{c: [] for c in RAW_CONTRACT_COLUMNS}, "payload": []})
     _check_underlyings(underlyings)
     client = trading_client(alpaca)
-    use_as_of = as_of is not None and is_simulator(alpaca)
+    use_as_of = as_of is not None and serves_history(alpaca)
     records: list[dict[str, Any]] = []
     token: str | None = None
     seen: set[str] = set()

@@ -1,14 +1,14 @@
 """Alpaca access as a Dagster resource: alpaca-py clients on a resilient HTTP session.
 
 Keys are bound with `EnvVar` in definitions.py, so they never appear in run config, logs or
-metadata. With no keys and no URL override, the resource starts the project's own offline
-simulator in-process (deterministic, so every process sees the same market) and points the very
-same alpaca-py code path at it.
+metadata. This module knows only Alpaca's API: which server answers it (Alpaca, or the offline
+simulator) is decided by the composition root, which binds a resource whose ``endpoint()`` points
+the very same alpaca-py code path at it.
 """
 
 from __future__ import annotations
 
-import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +21,8 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from market_assets.alpaca.http import HttpStats, RateLimiter, ResilientSession
-from market_assets.config import invalid_symbols
-from market_assets.errors import InvalidSymbolsError
+from market_assets.domain.symbols import invalid_symbols
+from market_assets.errors import InvalidSymbolsError, SettingsError
 
 TIMEFRAMES: dict[str, TimeFrame] = {
     "1Day": TimeFrame(1, TimeFrameUnit.Day),
@@ -31,20 +31,15 @@ TIMEFRAMES: dict[str, TimeFrame] = {
 }
 RAW_BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
 
-_simulator_lock = threading.Lock()
-_simulator: Any = None
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and with which keys (the secret never printed: repr hides it)."""
 
-def local_simulator() -> Any:
-    """One in-process simulator per process, started on first use."""
-    global _simulator
-    with _simulator_lock:
-        if _simulator is None:
-            from alpaca_sim.server import SimulatorServer
-
-            _simulator = SimulatorServer()
-            _simulator.start()
-        return _simulator
+    api_key: str | None
+    secret_key: str | None = field(repr=False)
+    data_url: str | None
+    trading_url: str | None
 
 
 class AlpacaResource(ConfigurableResource):
@@ -61,6 +56,8 @@ class AlpacaResource(ConfigurableResource):
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     symbols_per_request: int = 100
+    serves_option_history: bool = False  # Alpaca serves option snapshots only as of now; a test server may do more
+    source: str = "alpaca"  # what the data is labelled with in logs and metadata
 
     _session: ResilientSession | None = PrivateAttr(default=None)
 
@@ -79,23 +76,27 @@ class AlpacaResource(ConfigurableResource):
             )
         return self._session
 
-    def _endpoint(self) -> tuple[str | None, str | None, str | None, str | None]:
-        """(key, secret, data_url, trading_url); the simulator's when nothing is configured."""
+    def endpoint(self) -> Endpoint:
+        """The configured server and keys; a subclass bound by the composition root may point elsewhere."""
         if not self.api_key and not self.data_url:
-            sim = local_simulator()
-            return sim.api_key, sim.secret_key, sim.base_url, sim.base_url
-        return self.api_key, self.secret_key, self.data_url, self.trading_url or self.data_url
+            raise SettingsError(
+                "no Alpaca endpoint: set ALPACA_API_KEY and ALPACA_SECRET_KEY"
+                " (or ALPACA_DATA_URL for an Alpaca-compatible server)"
+            )
+        return Endpoint(self.api_key, self.secret_key, self.data_url, self.trading_url or self.data_url)
 
-    def _wire(self, client: Any) -> Any:
+    def wire(self, client: Any) -> Any:
         """Put the resilient session under an alpaca-py client and turn its own retry loop off."""
         client._session = self.session()
         client._retry = 0
         return client
 
     def stock_client(self) -> StockHistoricalDataClient:
-        key, secret, data_url, _ = self._endpoint()
-        return self._wire(
-            StockHistoricalDataClient(api_key=key, secret_key=secret, raw_data=True, url_override=data_url)
+        end = self.endpoint()
+        return self.wire(
+            StockHistoricalDataClient(
+                api_key=end.api_key, secret_key=end.secret_key, raw_data=True, url_override=end.data_url
+            )
         )
 
     def fetch_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:

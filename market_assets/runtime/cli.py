@@ -23,6 +23,9 @@ from market_assets.errors import MarketDataError
 SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.indicators_daily",
                   "market.patterns", "market.support_resistance", "market.option_chain", "market.option_greeks",
                   "market.options_flow_daily", "market.quarantine")  # fmt: skip
+# Dagster's documented run tags for a single-run partition range (the tag names are public; their constants are not)
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -57,14 +60,13 @@ def _materialize(
     partition_range: tuple[date, date] | None = None,
 ) -> StepOutcome:
     from dagster import materialize
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from market_assets.definitions import defs
 
     tags: dict[str, str] = {"market/source": "cli"}
     if partition_range:
-        tags[ASSET_PARTITION_RANGE_START_TAG] = partition_range[0].isoformat()
-        tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range[1].isoformat()
+        tags[PARTITION_RANGE_START_TAG] = partition_range[0].isoformat()
+        tags[PARTITION_RANGE_END_TAG] = partition_range[1].isoformat()
     all_assets = list(defs.assets or [])
     t0 = time.perf_counter()
     try:

@@ -38,7 +38,7 @@ def model() -> MarketModel:
 
 @pytest.fixture(scope="module")
 def server(model: MarketModel):
-    with SimulatorServer(model, clock=CLOCK) as srv:
+    with SimulatorServer(model, clock=CLOCK, enable_ws=True) as srv:
         yield srv
 
 

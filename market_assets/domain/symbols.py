@@ -1,0 +1,17 @@
+"""Ticker symbols: what a valid one looks like, shared by configuration, validation, the writer and the clients.
+
+Why in the domain: the same rule refuses a typo in MARKET_SYMBOLS, a malformed row from the source and a bad
+underlying before any request is spent on it; one pattern keeps those three in agreement.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z]{1,5}(\.[A-Z]{1,2})?$")
+
+
+def invalid_symbols(symbols: Sequence[str]) -> list[str]:
+    """Symbols that cannot be valid tickers, so they are refused before any request is made."""
+    return [s for s in symbols if not SYMBOL_PATTERN.match(s)]
