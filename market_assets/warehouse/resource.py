@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from psycopg import sql
 from pydantic import PrivateAttr
 
-from market_assets.config import SYMBOL_PATTERN
+from market_assets.domain.symbols import SYMBOL_PATTERN
 from market_assets.errors import MigrationChangedError, UnreachableError
 from market_assets.warehouse._copy import SIGNATURE, TRAILER, encode_rows
 from market_assets.warehouse.migrations import migration_files
@@ -35,6 +36,12 @@ _MIGRATION_LOCK = 7_231_001  # pg_advisory_xact_lock key: one migrator at a time
 _ROWS_PER_SLICE = 50_000
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+_INT_TYPES = ("int2", "int4", "int8")
+
+# The open transaction of `WarehouseResource.transaction()` in this thread/task, tagged with its conninfo: writes made
+# inside it join it instead of committing on their own. A ContextVar, not an attribute, because one resource object
+# may serve several threads.
+_TRANSACTION: ContextVar[tuple[str, psycopg.Connection] | None] = ContextVar("warehouse_transaction", default=None)
 
 
 def to_conninfo(url: str) -> str:
@@ -61,6 +68,32 @@ def _new_york_day_bounds(sessions: tuple[date, date]) -> tuple[datetime, datetim
         datetime.combine(sessions[0], time.min, new_york),
         datetime.combine(sessions[1] + timedelta(days=1), time.min, new_york),
     )
+
+
+def _identifier(name: str) -> sql.Identifier:
+    """A registry name such as ``market.option_chain`` as a quoted, schema-qualified identifier."""
+    return sql.Identifier(*_check_table(name).split("."))
+
+
+def conform(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` in `table`'s written shape: its columns in COPY order, missing ones NULL, integers as nullable
+    integers (rounded), floats as float64, blank or NaN text as NULL (the binary encoder refuses both).
+
+    Why here: every writer of a table needs the same adaptation; done once at the boundary, callers hand over
+    whatever pandas produced (object columns, float counts, empty strings from the feed)."""
+    out = frame.copy()
+    for name, pg_type in table.columns:
+        if name not in out:
+            out[name] = None
+        column = out[name]
+        if pg_type in _INT_TYPES:
+            out[name] = pd.to_numeric(column, errors="coerce").round().astype("Int64")
+        elif pg_type == "float8":
+            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        elif pg_type == "text":
+            text = column.astype(object)
+            out[name] = text.where(column.notna() & (column.astype(str) != ""), None)
+    return out[list(table.column_names)]
 
 
 def _check_table(table: str) -> str:
@@ -128,12 +161,32 @@ class WarehouseResource(ConfigurableResource):
 
     @contextmanager
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection that commits on success; inside `transaction()`, that transaction's connection."""
+        joined = _TRANSACTION.get()
+        if joined is not None and not autocommit and joined[0] == self.conninfo():
+            yield joined[1]  # the enclosing transaction commits or rolls back, not this block
+            return
         try:
             conn = psycopg.connect(self.conninfo(), autocommit=autocommit, connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise UnreachableError(f"cannot connect to the warehouse PostgreSQL: {exc}".strip()) from exc
         with conn:
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write (and read) of this resource inside the block runs in ONE transaction: all of it becomes
+        visible, or none. For a materialization that writes several tables that must agree (option contracts,
+        their open interest and their quarantine records)."""
+        if _TRANSACTION.get() is not None:
+            yield  # already inside one: nested blocks join it
+            return
+        with self.connect() as conn:
+            token = _TRANSACTION.set((self.conninfo(), conn))
+            try:
+                yield
+            finally:
+                _TRANSACTION.reset(token)
 
     # --- schema -----------------------------------------------------------------------------
 
@@ -182,12 +235,17 @@ class WarehouseResource(ConfigurableResource):
         quarantine: pd.DataFrame | None = None,
         dataset: str | None = None,
         partition_key: str | None = None,
+        symbol_column: str = "symbol",
+        quarantine_owner: Sequence[str] = (),
     ) -> WriteResult:
-        """Replace the rows of `symbols` whose session is in `sessions` (inclusive) by `frame`.
+        """Replace the rows of `symbols` whose partition column is in `sessions` (inclusive) by `frame`.
 
         One transaction: either the new rows (and their quarantine records) are all visible, or
         the old ones still are. Quarantine records of the same dataset/partition/symbols are
         replaced too, so a re-run does not pile up duplicates of the same rejected rows.
+
+        `symbol_column` names the column that holds the symbols (``underlying`` for option tables, whose
+        ``symbol`` is the contract); `quarantine_owner`, see `replace_quarantine`.
         """
         if table.partition_column is None:
             raise ValueError(f"{table.name} has no partition column: it cannot be replaced by partition")
@@ -195,47 +253,142 @@ class WarehouseResource(ConfigurableResource):
         with self.connect() as conn:
             if table.monthly:
                 ensure_month_partitions(conn, table.name, frame["ts"])
-            where = f"{table.partition_column} BETWEEN %s AND %s AND symbol = ANY(%s)"
+            where = sql.SQL("{} BETWEEN %s AND %s AND {} = ANY(%s)").format(
+                sql.Identifier(table.partition_column), sql.Identifier(symbol_column)
+            )
             params: list[Any] = [sessions[0], sessions[1], list(symbols)]
             if table.monthly:  # partitioned on ts: a ts range lets PostgreSQL prune partitions
-                where += " AND ts >= %s AND ts < %s"
+                where = sql.SQL("{} AND ts >= %s AND ts < %s").format(where)
                 params += list(_new_york_day_bounds(sessions))
-            deleted = conn.execute(f"DELETE FROM {_check_table(table.name)} WHERE {where}", params).rowcount
+            query = sql.SQL("DELETE FROM {} WHERE {}").format(_identifier(table.name), where)
+            deleted = conn.execute(query, params).rowcount
             written = copy_frame(conn, table.name, frame, table.columns)
             quarantined = 0
             if dataset is not None:
-                conn.execute(
-                    "DELETE FROM market.quarantine WHERE dataset = %s AND partition_key IS NOT DISTINCT FROM %s"
-                    # rows of an unrequested or malformed symbol belong to whoever re-runs the partition
-                    " AND (symbol IS NULL OR symbol = ANY(%s) OR symbol !~ %s)",
-                    (dataset, partition_key, list(symbols), SYMBOL_PATTERN.pattern),
+                quarantined = self.replace_quarantine(
+                    dataset, partition_key, symbols, quarantine, owner=quarantine_owner
                 )
-                if quarantine is not None and not quarantine.empty:
-                    quarantined = self.insert_quarantine(conn, quarantine, dataset, partition_key)
         return WriteResult(rows_written=written, rows_deleted=deleted, rows_quarantined=quarantined)
 
-    def upsert(self, table: Table, frame: pd.DataFrame) -> int:
-        """Insert-or-update through a staging table: for trailing-window refreshes of revised rows."""
+    def replace_quarantine(
+        self,
+        dataset: str,
+        partition_key: str | None,
+        symbols: Sequence[str],
+        rows: pd.DataFrame | None,
+        *,
+        owner: Sequence[str] = (),
+    ) -> int:
+        """Replace the quarantine records of `dataset`/`partition_key` that belong to `symbols` by `rows`.
+
+        The one quarantine predicate: a record belongs to the run that re-materializes its partition when its
+        owner is one of `symbols`, unknown, or not a valid ticker (nobody else would ever clear it). The owner is
+        the record's `symbol` column; with `owner` given, the first of those payload keys that is present (an
+        option record's symbol is the contract; the underlying it was requested for is in its payload).
+        """
+        owner_expr: sql.Composable = sql.Identifier("symbol")
+        if owner:
+            owner_expr = sql.SQL("coalesce({})").format(
+                sql.SQL(", ").join(sql.SQL("payload->>{}").format(sql.Literal(key)) for key in owner)
+            )
+        query = sql.SQL(
+            "DELETE FROM {} WHERE dataset = %s AND partition_key IS NOT DISTINCT FROM %s"
+            " AND ({owner} IS NULL OR {owner} = ANY(%s) OR {owner} !~ %s)"
+        ).format(_identifier(QUARANTINE.name), owner=owner_expr)
+        with self.connect() as conn:
+            conn.execute(query, (dataset, partition_key, list(symbols), SYMBOL_PATTERN.pattern))
+            if rows is None or rows.empty:
+                return 0
+            return self.insert_quarantine(conn, rows, dataset, partition_key)
+
+    def upsert(
+        self,
+        table: Table,
+        frame: pd.DataFrame,
+        *,
+        changed_only: bool = False,
+        version_column: str | None = None,
+        keep_earliest: Sequence[str] = (),
+    ) -> int:
+        """Insert-or-update through a staging table; returns the rows inserted or updated.
+
+        By default every row sent is written (trailing-window refreshes of revised rows). The options make it a
+        no-op for rows that say nothing new, so a re-run leaves ``updated_at`` alone and an old backfill never
+        overwrites newer data:
+
+        * `changed_only`: an existing row is updated only when a value (other than the key, ``run_id`` and the
+          columns below) differs;
+        * `version_column`: a row only replaces an equal-or-newer version of itself (e.g. ``as_of``); with
+          `changed_only`, a strictly newer version updates even with equal values;
+        * `keep_earliest`: columns that keep the earlier of the stored and the new value (e.g. ``first_seen``);
+          an earlier value updates the row.
+        """
         frame = dedupe_last(frame, table.key)
         if frame.empty:
             return 0
-        key, columns = table.key, table.columns
-        names = table.column_names
-        stamp = "".join(f", {c} = now()" for c in table.server_columns if c in ("ingested_at", "computed_at"))
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
+        key, names = table.key, table.column_names
+        ident = {c: sql.Identifier(c) for c in names}
+        stage = sql.Identifier("upsert_stage")
+
+        def pair(c: str, template: str) -> sql.Composable:
+            return sql.SQL(template).format(c=ident[c])
+
+        newer = pair(version_column, "EXCLUDED.{c} >= t.{c}") if version_column else None
+        sets: list[sql.Composable] = []
+        for c in names:
+            if c in key:
+                continue
+            if c in keep_earliest:
+                sets.append(pair(c, "{c} = LEAST(t.{c}, EXCLUDED.{c})"))
+            elif newer is not None:
+                sets.append(sql.SQL("{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE t.{c} END").format(
+                    c=ident[c], newer=newer))  # fmt: skip
+            else:
+                sets.append(pair(c, "{c} = EXCLUDED.{c}"))
+        sets += [
+            sql.SQL("{} = now()").format(sql.Identifier(c))
+            for c in table.server_columns
+            if c in ("ingested_at", "computed_at", "updated_at")
+        ]
+        compared = [c for c in names if c not in (*key, "run_id", version_column, *keep_earliest)]
+        changed = sql.SQL(" OR ").join(pair(c, "EXCLUDED.{c} IS DISTINCT FROM t.{c}") for c in compared)
+        fresh: sql.Composable | None = None
+        if version_column is not None and newer is not None:
+            fresh = newer
+            if changed_only:
+                fresh = sql.SQL("{newer} AND ({changed} OR {strictly})").format(
+                    newer=newer, changed=changed, strictly=pair(version_column, "EXCLUDED.{c} > t.{c}")
+                )
+        elif changed_only:
+            fresh = changed
+        where: sql.Composable = sql.SQL("")
+        if fresh is not None:
+            earlier = [pair(c, "EXCLUDED.{c} < t.{c}") for c in keep_earliest]
+            where = sql.SQL(" WHERE ") + sql.SQL(" OR ").join([sql.SQL("({})").format(fresh), *earlier])
+        columns = sql.SQL(", ").join(ident[c] for c in names)
         with self.connect() as conn:
             if table.monthly:
                 ensure_month_partitions(conn, table.name, frame["ts"])
+            # inside a caller's transaction a second upsert would meet the first one's stage: start clean
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
             conn.execute(
-                f"CREATE TEMP TABLE upsert_stage (LIKE {_check_table(table.name)} INCLUDING DEFAULTS) ON COMMIT DROP"
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                    stage, _identifier(table.name)
+                )
             )
-            copy_frame(conn, "pg_temp.upsert_stage", frame, columns)
-            col_list = ", ".join(names)
-            conn.execute(
-                f"INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM upsert_stage "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}{stamp}"
+            copy_frame(conn, "pg_temp.upsert_stage", frame, table.columns)
+            query = sql.SQL(
+                "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {stage} "
+                "ON CONFLICT ({key}) DO UPDATE SET {sets}{where}"
+            ).format(
+                table=_identifier(table.name),
+                columns=columns,
+                stage=stage,
+                key=sql.SQL(", ").join(ident[c] for c in key),
+                sets=sql.SQL(", ").join(sets),
+                where=where,
             )
-        return len(frame)
+            return conn.execute(query).rowcount
 
     def insert_quarantine(
         self, conn: psycopg.Connection, rows: pd.DataFrame, dataset: str, partition_key: str | None
@@ -274,13 +427,15 @@ class WarehouseResource(ConfigurableResource):
 
     # --- reads ------------------------------------------------------------------------------
 
-    def read_frame(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+    def read_frame(
+        self, query: str | sql.Composable, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         with self.connect() as conn, conn.cursor() as cur:
             cur.execute(query, params)
             names = [d.name for d in cur.description or []]
             return pd.DataFrame(cur.fetchall(), columns=names)
 
-    def scalar(self, query: str, params: Sequence[Any] | None = None) -> Any:
+    def scalar(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> Any:
         with self.connect() as conn:
             row = conn.execute(query, params).fetchone()
             return row[0] if row else None
