@@ -1,0 +1,1 @@
+"""Named warehouse queries: every read the Dagster layer runs, one function each, by data domain."""
