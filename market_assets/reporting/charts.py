@@ -187,3 +187,45 @@ def technical_chart_markdown(
     """`technical_chart` as an inline markdown image, ready for `MetadataValue.md`."""
     fig = technical_chart(frame, symbols, sessions=sessions, markers=markers, levels=levels)
     return png_markdown(figure_png(fig))
+
+
+def smile_chart(frame: pd.DataFrame, max_underlyings: int = 3, max_expiries: int = 3) -> str:
+    """Markdown with a small PNG: IV smiles of the front expiries and the ATM term structure.
+
+    `frame`: option_greeks rows (underlying, snapshot_date, expiration, strike, type, iv, delta,
+    underlying_price). Only the latest snapshot of the first few underlyings is drawn: a glance at the
+    smile's shape is the point (a broken IV solve shows as a spike), not a complete report.
+    """
+    from market_assets.analytics.options.flow import atm_iv_term_structure
+
+    data = frame[frame["iv"].notna()]
+    underlyings = sorted(data["underlying"].unique())[:max_underlyings]
+    if not underlyings:
+        return "_no implied volatilities to chart_"
+    fig = Figure(figsize=(6.4, 2.0 * len(underlyings)), dpi=60)
+    FigureCanvasAgg(fig)
+    snapshot = data["snapshot_date"].max()
+    for row, u in enumerate(underlyings):
+        g = data[(data["underlying"] == u) & (data["snapshot_date"] == snapshot)]
+        ax_smile = fig.add_subplot(len(underlyings), 2, 2 * row + 1)
+        ax_term = fig.add_subplot(len(underlyings), 2, 2 * row + 2)
+        spot = float(g["underlying_price"].median())
+        for exp in sorted(g["expiration"].unique())[:max_expiries]:
+            e = g[g["expiration"] == exp]
+            # OTM side only: the liquid quotes, free of the ITM early-exercise premium
+            otm = e[((e["type"] == "call") & (e["strike"] >= spot)) | ((e["type"] == "put") & (e["strike"] < spot))]
+            otm = otm.sort_values("strike")
+            ax_smile.plot(otm["strike"], otm["iv"], marker=".", markersize=3, linewidth=1, label=str(exp))
+        ax_smile.axvline(spot, color="grey", linewidth=0.6, linestyle=":")
+        ax_smile.set_title(f"{u} IV smile {snapshot}", fontsize=8)
+        ax_smile.tick_params(labelsize=6)
+        ax_smile.legend(fontsize=5)
+        term = atm_iv_term_structure(g)
+        ax_term.plot(term["days_to_expiry"], term["atm_iv"], marker="o", markersize=3, linewidth=1)
+        ax_term.set_title(f"{u} ATM IV term structure", fontsize=8)
+        ax_term.set_xlabel("days to expiry", fontsize=6)
+        ax_term.tick_params(labelsize=6)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return png_markdown(buffer.getvalue(), "smile")

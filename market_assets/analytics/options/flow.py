@@ -262,3 +262,88 @@ def skew_25d(chain: pd.DataFrame) -> pd.DataFrame:
         call_iv = _interp_at(d[is_call], iv[is_call], 0.25)
         rows.append((*key, put_iv, call_iv, put_iv - call_iv))
     return pd.DataFrame(rows, columns=[*EXPIRY_KEYS, "put_iv_25d", "call_iv_25d", "skew_25d"])
+
+
+# ----------------------------------------------------------------------------- the flow tables of a chain
+
+
+def _volume_known(chain: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Groups whose chain delivered any volume: elsewhere volume figures are unknown, not zero."""
+    return chain.assign(_known=chain["volume"].notna()).groupby(keys, as_index=False)["_known"].any()
+
+
+def _null_unknown_volume(frame: pd.DataFrame, known: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    merged = frame.merge(known, on=keys, how="left")
+    mask = ~merged["_known"].fillna(False).astype(bool)
+    for c in columns:
+        if c in merged:
+            merged[c] = merged[c].astype("float64").where(~mask)
+    return merged.drop(columns="_known")
+
+
+def _with_oi_change(daily: pd.DataFrame, chain: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """Daily rows plus the change in open interest against each underlying's previous snapshot."""
+    changes = []
+    for (u, d), today in chain.groupby(DAY_KEYS, sort=True):
+        prev = previous[(previous["underlying"] == u) & (previous["snapshot_date"] == d)]
+        if prev.empty:
+            continue
+        _, total = oi_change(today, prev)
+        total["previous_snapshot_date"] = prev["previous_snapshot_date"].iloc[0]
+        changes.append(total.drop(columns=["total_oi"]))
+    if changes:
+        return daily.merge(pd.concat(changes, ignore_index=True), on=DAY_KEYS, how="left")
+    return daily.assign(previous_total_oi=np.nan, oi_change=np.nan, new_contracts=np.nan, previous_snapshot_date=None)
+
+
+def _by_expiry(chain: pd.DataFrame) -> pd.DataFrame:
+    """Volume/OI, put/call OI ratio, max pain, ATM IV and 25-delta skew per expiry."""
+    by_expiry = volume_oi_by_expiry(chain)
+    by_expiry = _null_unknown_volume(
+        by_expiry, _volume_known(chain, EXPIRY_KEYS), EXPIRY_KEYS, ["call_volume", "put_volume"]
+    )
+    call_oi = by_expiry["call_oi"].astype(float)
+    by_expiry["put_call_oi_ratio"] = by_expiry["put_oi"].astype(float) / call_oi.where(call_oi != 0)  # 0 -> NULL
+    pain = max_pain(chain)[[*EXPIRY_KEYS, "max_pain_strike"]].rename(columns={"max_pain_strike": "max_pain"})
+    term = atm_iv_term_structure(chain)[[*EXPIRY_KEYS, "atm_iv", "days_to_expiry"]]
+    by_expiry = by_expiry.merge(pain, on=EXPIRY_KEYS, how="left").merge(term, on=EXPIRY_KEYS, how="left")
+    return by_expiry.merge(skew_25d(chain), on=EXPIRY_KEYS, how="left")
+
+
+def compute_flow(chain: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The four flow tables of chain rows joined with our IV/delta: ``daily``, ``by_expiry``, ``by_strike``
+    and ``unusual`` (the pure core of the ``options_flow`` asset).
+
+    `previous`: (underlying, snapshot_date, previous_snapshot_date, symbol, open_interest) of each
+    underlying's previous snapshot; `history`: (symbol, snapshot_date, volume) of earlier snapshots.
+    Volume figures of a group whose chain delivered no volume at all are NULL (unknown), never 0.
+    """
+    daily = daily_summary(chain)
+    daily = _null_unknown_volume(
+        daily,
+        _volume_known(chain, DAY_KEYS),
+        DAY_KEYS,
+        ["call_volume", "put_volume", "total_volume", "put_call_volume_ratio"],
+    )
+    counts = chain.groupby(DAY_KEYS, as_index=False).agg(
+        contracts=("symbol", "size"), underlying_price=("underlying_price", "median")
+    )
+    daily = _with_oi_change(daily.merge(counts, on=DAY_KEYS, how="left"), chain, previous)
+    by_expiry = _by_expiry(chain)
+    front = by_expiry.sort_values(EXPIRY_KEYS).drop_duplicates(DAY_KEYS, keep="first")
+    front = front[[*DAY_KEYS, "expiration", "max_pain", "atm_iv", "skew_25d"]].rename(
+        columns={
+            "expiration": "front_expiration",
+            "max_pain": "front_max_pain",
+            "atm_iv": "front_atm_iv",
+            "skew_25d": "front_skew_25d",
+        }
+    )
+    daily = daily.merge(front, on=DAY_KEYS, how="left")
+    by_strike = volume_oi_by_strike(chain)
+    by_strike = _null_unknown_volume(by_strike, _volume_known(chain, DAY_KEYS), DAY_KEYS, ["call_volume", "put_volume"])
+    unusual = unusual_activity(chain[chain["volume"].notna()], history if len(history) else None)
+    unusual_counts = unusual.groupby(DAY_KEYS).size().rename("unusual_contracts").reset_index()
+    daily = daily.merge(unusual_counts, on=DAY_KEYS, how="left")
+    daily["unusual_contracts"] = daily["unusual_contracts"].fillna(0)
+    return {"daily": daily, "by_expiry": by_expiry, "by_strike": by_strike, "unusual": unusual}

@@ -1,4 +1,5 @@
-"""Flow analytics on a small hand-made chain; every expected number is worked out by hand here."""
+"""Flow analytics on a small hand-made chain, every expected number worked out by hand here; and the
+flow tables (compute_flow) on the simulator model's chains, checked against sums taken directly."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alpaca_sim.market_model import MarketModel
 from market_assets.analytics.options.flow import (
     atm_iv_term_structure,
+    compute_flow,
     daily_summary,
     max_pain,
     oi_change,
@@ -22,6 +25,9 @@ from market_assets.analytics.options.flow import (
 D = dt.date(2024, 1, 10)
 E1 = dt.date(2024, 1, 19)
 E2 = dt.date(2024, 2, 16)
+# compute_flow is checked on the simulator model's chains (an independent generator), two days running
+MODEL_SESSION = dt.date(2026, 6, 29)
+MODEL_UNIVERSE = ["KO", "MSFT", "NVDA"]
 
 
 def _row(exp, strike, typ, vol, oi, iv, delta, und="XYZ", spot=102.0):  # type: ignore[no-untyped-def]
@@ -162,3 +168,37 @@ def test_skew_25d(chain: pd.DataFrame) -> None:
 def test_missing_columns_raise() -> None:
     with pytest.raises(ValueError, match="missing"):
         daily_summary(pd.DataFrame({"underlying": ["X"]}))
+
+
+def test_flow_with_volume_gives_volume_ratios_oi_change_and_unusual_activity() -> None:
+    """The volume side of the flow tables on the simulator model's own chains, two days running."""
+    model = MarketModel(seed=7, quote_precision="exact")
+    previous_session = dt.date(2026, 6, 26)
+
+    def chain_of(day: dt.date) -> pd.DataFrame:
+        c = pd.concat([model.option_chain(u, day) for u in MODEL_UNIVERSE], ignore_index=True)
+        return c.assign(snapshot_date=day, iv=c["sigma"], delta=c["true_delta"], underlying_price=c["spot"])
+
+    today, before = chain_of(MODEL_SESSION), chain_of(previous_session)
+    previous = before[["underlying", "symbol", "open_interest"]].assign(
+        snapshot_date=MODEL_SESSION, previous_snapshot_date=previous_session
+    )
+    history = pd.concat(
+        [chain_of(d)[["symbol", "snapshot_date", "volume"]] for d in (dt.date(2026, 6, 22), dt.date(2026, 6, 23))]
+    )
+    out = compute_flow(today, previous, history)
+    daily = out["daily"].set_index("underlying").loc[MODEL_UNIVERSE]
+    vol = today.groupby(["underlying", "type"])["volume"].sum().unstack().loc[MODEL_UNIVERSE]
+    np.testing.assert_allclose(daily["put_call_volume_ratio"], vol["put"] / vol["call"], rtol=1e-12)
+    assert (daily["total_volume"] == vol["put"] + vol["call"]).all()
+    prev_oi = before.set_index("symbol")["open_interest"]
+    expected_change = today.groupby("underlying").apply(
+        lambda g: g["open_interest"].sum() - prev_oi.reindex(g["symbol"]).fillna(0).sum(), include_groups=False
+    )
+    np.testing.assert_allclose(daily["oi_change"], expected_change.loc[MODEL_UNIVERSE])
+    assert (daily["previous_snapshot_date"] == previous_session).all()
+    by_strike = out["by_strike"].groupby("underlying")[["call_volume", "put_volume"]].sum().loc[MODEL_UNIVERSE]
+    assert (by_strike["call_volume"] == vol["call"]).all() and (by_strike["put_volume"] == vol["put"]).all()
+    unusual = out["unusual"]
+    assert ((unusual["volume"] >= 100) & ((unusual["open_interest"] == 0) | (unusual["vol_oi_ratio"] >= 2))).all()
+    assert daily["unusual_contracts"].sum() == len(unusual)
