@@ -18,22 +18,14 @@ import pytest
 from dagster import AssetCheckSeverity, Failure
 
 import market_assets.defs.options as options_module
-from alpaca_sim.market_model import MarketModel, bsm_price_greeks
+from alpaca_sim.market_model import MarketModel
 from alpaca_sim.server import FaultConfig, SimulatorServer
 from market_assets.alpaca.resource import AlpacaResource
 from market_assets.analytics.options import flow as flow
-from market_assets.config import OptionSettings, SettingsError, load_option_settings
-from market_assets.contracts.options import flag_quotes
+from market_assets.config import SettingsError, load_option_settings
 from market_assets.defs.bars import daily_bars, symbols
-from market_assets.defs.options import (
-    compute_flow,
-    compute_greeks,
-    option_chain,
-    option_contracts,
-    option_greeks,
-    options_flow,
-    require_history,
-)
+from market_assets.defs.options import option_chain, option_contracts, option_greeks, options_flow, require_history
+from market_assets.defs.resources import OptionParameters
 from market_assets.warehouse.resource import WarehouseResource
 from tests.fixtures.pipeline import alpaca_for, check_results, run
 
@@ -77,15 +69,21 @@ def wh(warehouse: WarehouseResource) -> WarehouseResource:
     return warehouse
 
 
-@pytest.fixture
-def model_rates(monkeypatch: pytest.MonkeyPatch, model: MarketModel) -> None:
-    """Configure the simulator's true rate and dividend yields, as an operator would for real ones."""
-    monkeypatch.setenv("RISK_FREE_RATE", repr(model.risk_free_rate))
-    monkeypatch.setenv("DIVIDEND_YIELDS", ",".join(f"{u}={model.dividend_yield(u)!r}" for u in UNIVERSE))
+def model_rates(model: MarketModel) -> OptionParameters:
+    """The simulator's true rate and dividend yields, configured as an operator would configure real ones."""
+    return OptionParameters(
+        risk_free_rate=model.risk_free_rate, dividend_yields={u: model.dividend_yield(u) for u in UNIVERSE}
+    )
 
 
-def resources(sim: SimulatorServer, wh: WarehouseResource) -> dict[str, Any]:
-    return {"alpaca": alpaca_for(sim, backoff_max_seconds=0.2), "warehouse": wh}
+def resources(
+    sim: SimulatorServer, wh: WarehouseResource, parameters: OptionParameters | None = None
+) -> dict[str, Any]:
+    return {
+        "alpaca": alpaca_for(sim, backoff_max_seconds=0.2),
+        "warehouse": wh,
+        "option_parameters": parameters or OptionParameters(),
+    }
 
 
 SYMBOLS_CONFIG = {"ops": {"symbols": {"config": {"symbols": UNIVERSE}}}}
@@ -102,11 +100,12 @@ def truth_chain(model: MarketModel) -> pd.DataFrame:
 
 
 def test_pipeline_equals_ground_truth_recovers_true_vol_and_reruns_unchanged(
-    sim: SimulatorServer, model: MarketModel, wh: WarehouseResource, model_rates: None
+    sim: SimulatorServer, model: MarketModel, wh: WarehouseResource
 ) -> None:
     sim.faults = FaultConfig(seed=5, rate_limit_every=4, error_rate=0.15)
     sim.stats.reset()
-    result = run(ALL_ASSETS, resources(sim, wh), partition=PARTITION, run_config=SYMBOLS_CONFIG)
+    parameters = model_rates(model)
+    result = run(ALL_ASSETS, resources(sim, wh, parameters), partition=PARTITION, run_config=SYMBOLS_CONFIG)
     assert result.success
     checks = check_results(result)
     assert all(checks.values()), checks
@@ -202,7 +201,7 @@ def test_pipeline_equals_ground_truth_recovers_true_vol_and_reruns_unchanged(
     before = {name: table(wh, name, order) for name, order in TABLE_KEYS.items()}
     quarantined = wh.scalar("SELECT count(*) FROM market.quarantine")
     contracts_touched = wh.scalar("SELECT max(updated_at) FROM market.option_contracts")
-    again = run(ALL_ASSETS, resources(sim, wh), partition=PARTITION, run_config=SYMBOLS_CONFIG)
+    again = run(ALL_ASSETS, resources(sim, wh, parameters), partition=PARTITION, run_config=SYMBOLS_CONFIG)
     assert again.success and all(check_results(again).values())
     for name, order in TABLE_KEYS.items():
         pd.testing.assert_frame_equal(before[name], table(wh, name, order), check_exact=True, obj=name)
@@ -316,94 +315,6 @@ def test_rejected_keys_fail_the_partition_fast_and_are_logged(sim: SimulatorServ
     assert wh.scalar("SELECT count(*) FROM market.option_contracts") == 0
 
 
-def test_cents_quotes_recover_vol_within_the_rounding_bound() -> None:
-    """With quotes rounded to cents each of bid and ask is off by <= 0.005, so the mid is within
-    0.005 of the true price; by the mean value theorem the IV error is then at most
-    0.005 / (smallest vega between the true and the implied vol). That is the tolerance, per contract."""
-    model = MarketModel(seed=7)
-    session = SESSION
-    truth = pd.concat([model.option_chain(u, session) for u in UNIVERSE], ignore_index=True)
-    chain = flag_quotes(truth.rename(columns={"last_price": "last"}))
-    chain = chain.assign(
-        snapshot_date=session,
-        quote_time=truth["quote_ts"],
-        trade_time=truth["last_ts"],
-        **{f"alpaca_{g}": truth[g] for g in ("iv", "delta", "gamma", "theta", "vega", "rho")},
-    )
-    closes = pd.DataFrame(
-        {"symbol": UNIVERSE, "session": session, "close": [truth[truth.underlying == u].spot.iloc[0] for u in UNIVERSE]}
-    )
-    settings = OptionSettings(
-        risk_free_rate=model.risk_free_rate, dividend_yields={u: model.dividend_yield(u) for u in UNIVERSE}
-    )
-    ours = compute_greeks(chain, closes, settings)
-    mid = (ours["price_source"] == "mid").to_numpy()
-    w = np.where(truth["type"] == "call", 1.0, -1.0)
-    t, s, k = truth["time_to_expiry"], truth["spot"], truth["strike"]
-    intrinsic = np.maximum(w * (s * np.exp(-truth["dividend_yield"] * t) - k * np.exp(-truth["rate"] * t)), 0)
-    sure = mid & ((truth["theo"] - intrinsic) >= 0.005).to_numpy() & ours["iv"].notna().to_numpy()
-    assert sure.sum() > 0.7 * len(truth)
-    price_err = np.abs(ours["price_used"].to_numpy(float) - truth["theo"].to_numpy())[sure]
-    assert price_err.max() <= 0.005 + 1e-12  # the rounding premise
-    iv, sigma = ours["iv"].to_numpy(float)[sure], truth["sigma"].to_numpy()[sure]
-    is_call = (truth["type"] == "call").to_numpy()[sure]
-    q = truth["dividend_yield"].to_numpy()[sure]
-    min_vega = np.full(sure.sum(), np.inf)
-    for f in np.linspace(0, 1, 6):
-        sig = sigma + f * (iv - sigma)
-        for qq in np.unique(q):
-            m = q == qq
-            v = (
-                bsm_price_greeks(
-                    is_call[m],
-                    s.to_numpy()[sure][m],
-                    k.to_numpy()[sure][m],
-                    t.to_numpy()[sure][m],
-                    model.risk_free_rate,
-                    qq,
-                    sig[m],
-                )[1]["vega"]
-                * 100
-            )
-            min_vega[m] = np.minimum(min_vega[m], v)
-    bound = 0.005 / min_vega
-    assert (np.abs(iv - sigma) <= bound * 1.01 + 1e-12).all()
-    assert np.median(np.abs(iv - sigma)) < 2e-3
-
-
-def test_flow_with_volume_gives_volume_ratios_oi_change_and_unusual_activity(model: MarketModel) -> None:
-    """The volume side of the flow tables on the model's own chains, two days running."""
-    previous_session = date(2026, 6, 26)
-
-    def chain_of(day: date) -> pd.DataFrame:
-        c = pd.concat([model.option_chain(u, day) for u in UNIVERSE], ignore_index=True)
-        return c.assign(snapshot_date=day, iv=c["sigma"], delta=c["true_delta"], underlying_price=c["spot"])
-
-    today, before = chain_of(SESSION), chain_of(previous_session)
-    previous = before[["underlying", "symbol", "open_interest"]].assign(
-        snapshot_date=SESSION, previous_snapshot_date=previous_session
-    )
-    history = pd.concat(
-        [chain_of(d)[["symbol", "snapshot_date", "volume"]] for d in (date(2026, 6, 22), date(2026, 6, 23))]
-    )
-    out = compute_flow(today, previous, history)
-    daily = out["daily"].set_index("underlying").loc[UNIVERSE]
-    vol = today.groupby(["underlying", "type"])["volume"].sum().unstack().loc[UNIVERSE]
-    np.testing.assert_allclose(daily["put_call_volume_ratio"], vol["put"] / vol["call"], rtol=1e-12)
-    assert (daily["total_volume"] == vol["put"] + vol["call"]).all()
-    prev_oi = before.set_index("symbol")["open_interest"]
-    expected_change = today.groupby("underlying").apply(
-        lambda g: g["open_interest"].sum() - prev_oi.reindex(g["symbol"]).fillna(0).sum(), include_groups=False
-    )
-    np.testing.assert_allclose(daily["oi_change"], expected_change.loc[UNIVERSE])
-    assert (daily["previous_snapshot_date"] == previous_session).all()
-    by_strike = out["by_strike"].groupby("underlying")[["call_volume", "put_volume"]].sum().loc[UNIVERSE]
-    assert (by_strike["call_volume"] == vol["call"]).all() and (by_strike["put_volume"] == vol["put"]).all()
-    unusual = out["unusual"]
-    assert ((unusual["volume"] >= 100) & ((unusual["open_interest"] == 0) | (unusual["vol_oi_ratio"] >= 2))).all()
-    assert daily["unusual_contracts"].sum() == len(unusual)
-
-
 def test_real_api_refuses_past_snapshots_and_settings_name_the_variable() -> None:
     real = AlpacaResource(api_key="AKREALKEY000", secret_key="secret", data_url="http://127.0.0.1:9")
     with pytest.raises(Failure, match="only as of now"):
@@ -420,3 +331,14 @@ def test_real_api_refuses_past_snapshots_and_settings_name_the_variable() -> Non
     ):
         with pytest.raises(SettingsError, match=variable):
             load_option_settings(env)
+
+
+def test_option_parameters_resource_carries_the_validated_settings() -> None:
+    """The resource the composition root binds is the environment's settings, validated the same way."""
+    parameters = OptionParameters.from_environment(
+        {"DIVIDEND_YIELDS": "ko=0.03", "RISK_FREE_RATE": "0.05", "OPTION_EXPIRY_HORIZON_DAYS": "40"}
+    )
+    assert parameters == OptionParameters(risk_free_rate=0.05, dividend_yields={"KO": 0.03}, expiry_horizon_days=40)
+    assert OptionParameters.from_environment({}) == OptionParameters()
+    with pytest.raises(SettingsError, match="OPTIONS_FEED"):
+        OptionParameters.from_environment({"OPTIONS_FEED": "sip"})
