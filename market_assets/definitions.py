@@ -13,10 +13,11 @@ from dagster import Definitions, EnvVar, load_assets_from_modules
 
 from market_assets.alpaca.resource import AlpacaResource, Endpoint
 from market_assets.cache.resource import CacheResource
-from market_assets.config import Settings, load_option_settings, load_settings
+from market_assets.config import Settings, load_settings
 from market_assets.defs import bars, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
+from market_assets.defs.resources import OptionParameters
 from market_assets.defs.schedules import after_close_schedule, daily_market_job
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -57,12 +58,13 @@ def alpaca_resource(settings: Settings) -> AlpacaResource:
 
 def build_resources() -> dict[str, object]:
     settings = load_settings()  # fails at load with the variable's name when a value is bad
-    load_option_settings()  # likewise RISK_FREE_RATE / DIVIDEND_YIELDS, before any run starts
     return {
         "alpaca": alpaca_resource(settings),
         "warehouse": WarehouseResource(database_url=_env("DATABASE_URL"), data_home=str(settings.data_home)),
         "cache": CacheResource(redis_url=_env("REDIS_URL"), data_home=str(settings.data_home)),
         "market_clock": MarketClockResource(),
+        # validates RISK_FREE_RATE / DIVIDEND_YIELDS / ... at load, naming the variable; visible in the UI
+        "option_parameters": OptionParameters.from_environment(),
     }
 
 
