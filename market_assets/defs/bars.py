@@ -1,7 +1,9 @@
 """Ingestion assets: the symbol universe, daily bars and minute bars.
 
 Thin by design: fetch through the Alpaca resource, split with the pandera contract, write with
-the warehouse's one writer, and report what happened as metadata and check results.
+the warehouse's one writer, and report what happened as metadata and check results. The reads and
+checks are named queries (`market_assets.warehouse.queries.bars`); the shared checks are in
+`market_assets.defs.checks`.
 """
 
 import time
@@ -12,10 +14,8 @@ from typing import Any
 import pandas as pd
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -25,15 +25,21 @@ from dagster import (
 from market_assets.alpaca.resource import AlpacaResource
 from market_assets.config import load_settings, parse_symbols
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
-from market_assets.defs.partitions import daily_partitions
+from market_assets.defs.checks import no_missing_sessions_check, none_found_check, quarantine_rate_check
+from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
 from market_assets.domain.sessions import NEW_YORK, session_of_daily_ts, session_of_minute_ts, sessions_between
 from market_assets.warehouse import tables
+from market_assets.warehouse.queries.bars import (
+    active_symbols,
+    contract_violations,
+    deactivate_symbols_except,
+    missing_daily_bars,
+)
 from market_assets.warehouse.resource import WarehouseResource
 
+__all__ = ["BACKFILL_POLICY", "active_symbols", "daily_bars", "intraday_bars", "partition_dates", "symbols"]
+
 BARS_SOURCE = "alpaca:/v2/stocks/bars"
-# A backfill run covers up to a month of days: one request stream per symbol batch instead of one
-# per day, while a month of minute bars for 500 symbols (~4M rows) still fits comfortably in memory.
-BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=31)
 
 
 class SymbolsConfig(Config):
@@ -48,18 +54,9 @@ def symbols(context: AssetExecutionContext, config: SymbolsConfig, warehouse: Wa
         parse_symbols(",".join(config.symbols), "symbols (run config)") if config.symbols else load_settings().symbols
     )
     warehouse.upsert_symbols(list(universe))
-    with warehouse.connect() as conn:
-        conn.execute(
-            "UPDATE market.symbols SET active = false, updated_at = now() WHERE active AND NOT symbol = ANY(%s)",
-            (list(universe),),
-        )
+    deactivate_symbols_except(warehouse, list(universe))
     context.log.info("universe: %d symbols", len(universe))
     return MaterializeResult(metadata={"symbols": MetadataValue.int(len(universe)), "universe": ", ".join(universe)})
-
-
-def active_symbols(warehouse: WarehouseResource) -> list[str]:
-    frame = warehouse.read_frame("SELECT symbol FROM market.symbols WHERE active ORDER BY symbol")
-    return frame["symbol"].tolist() if not frame.empty else []
 
 
 @dataclass(frozen=True)
@@ -71,10 +68,39 @@ class IngestResult:
     rejected: pd.DataFrame
 
 
-def partition_dates(context: AssetExecutionContext) -> tuple[date, date]:
-    """First and last calendar day of the partition (or partition range) being materialized."""
-    window = context.partition_time_window
-    return window.start.date(), (window.end - timedelta(days=1)).date()
+def _fetch_and_split(
+    alpaca: AlpacaResource, universe: list[str], timeframe: str, first: date, last: date, run_id: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(typed, kept, rejected, quarantine records) of [first, last] New York days."""
+    start = pd.Timestamp(first, tz=NEW_YORK).to_pydatetime()
+    end = pd.Timestamp(last + timedelta(days=1), tz=NEW_YORK).to_pydatetime() - timedelta(microseconds=1)
+    raw = alpaca.fetch_bars(universe, timeframe, start, end) if universe else pd.DataFrame()
+    if raw.empty:
+        typed = coerce_raw_bars(pd.DataFrame(columns=["symbol", "t", "o", "h", "l", "c", "v", "n", "vw"]))
+        raw = pd.DataFrame({"payload": []})
+    else:
+        typed = coerce_raw_bars(raw)
+    split = split_bars(typed, timeframe)
+    kept = split.valid.copy()
+    kept["session"] = (
+        session_of_daily_ts(kept["ts"]).dt.date if timeframe == "1Day" else session_of_minute_ts(kept["ts"])
+    )
+    kept["volume"] = kept["volume"].astype("int64")
+    kept["trade_count"] = kept["trade_count"].astype("Int64")
+    kept["feed"] = alpaca.feed
+    kept["run_id"] = run_id
+    rejected = split.rejected
+    quarantine = pd.DataFrame(
+        {
+            "source": BARS_SOURCE,
+            "symbol": rejected["symbol"],
+            "ts": rejected["ts"],
+            "payload": raw.loc[rejected.index, "payload"] if len(rejected) else pd.Series(dtype=object),
+            "reason": rejected["reason"],
+            "run_id": run_id,
+        }
+    )
+    return typed, kept, rejected, quarantine
 
 
 def ingest_bars(
@@ -82,50 +108,40 @@ def ingest_bars(
     alpaca: AlpacaResource,
     warehouse: WarehouseResource,
     *,
+    table: tables.Table,
     timeframe: str,
-    table: str,
-    first: date,
-    last: date,
     universe: list[str],
 ) -> IngestResult:
-    """Fetch, validate and write bars of [first, last] New York days, replacing what was there."""
+    """Fetch, validate and write bars of the partition's New York days, replacing what was there; log the run."""
+    first, last = partition_dates(context)
     started = datetime.now().astimezone()
     requests_before, retries_before = alpaca.stats.requests, alpaca.stats.retries
-    start = pd.Timestamp(first, tz=NEW_YORK).to_pydatetime()
-    end = pd.Timestamp(last + timedelta(days=1), tz=NEW_YORK).to_pydatetime() - timedelta(microseconds=1)
     partition_key = f"{first}..{last}" if first != last else str(first)
-    run_id = context.run.run_id
-    dataset = table.split(".")[1]
+    dataset = table.name.split(".")[1]
+
+    def log(status: str, fetched: int = 0, written: int = 0, quarantined: int = 0, error: str | None = None) -> None:
+        warehouse.log_ingestion(
+            run_id=context.run.run_id,
+            asset=context.asset_key.to_user_string(),
+            partition_key=partition_key,
+            dataset=dataset,
+            symbols=len(universe),
+            rows_fetched=fetched,
+            rows_written=written,
+            rows_quarantined=quarantined,
+            http_requests=alpaca.stats.requests - requests_before,
+            http_retries=alpaca.stats.retries - retries_before,
+            started_at=started,
+            status=status,
+            error=error,
+        )
+
     try:
-        raw = alpaca.fetch_bars(universe, timeframe, start, end) if universe else pd.DataFrame()
-        if raw.empty:
-            typed = coerce_raw_bars(pd.DataFrame(columns=["symbol", "t", "o", "h", "l", "c", "v", "n", "vw"]))
-            raw = pd.DataFrame({"payload": []})
-        else:
-            typed = coerce_raw_bars(raw)
-        split = split_bars(typed, timeframe)
-        kept = split.valid.copy()
-        if timeframe == "1Day":
-            kept["session"] = session_of_daily_ts(kept["ts"]).dt.date
-        else:
-            kept["session"] = session_of_minute_ts(kept["ts"])
-        kept["volume"] = kept["volume"].astype("int64")
-        kept["trade_count"] = kept["trade_count"].astype("Int64")
-        kept["feed"] = alpaca.feed
-        kept["run_id"] = run_id
-        rejected = split.rejected
-        quarantine = pd.DataFrame(
-            {
-                "source": BARS_SOURCE,
-                "symbol": rejected["symbol"],
-                "ts": rejected["ts"],
-                "payload": raw.loc[rejected.index, "payload"] if len(rejected) else pd.Series(dtype=object),
-                "reason": rejected["reason"],
-                "run_id": run_id,
-            }
+        typed, kept, rejected, quarantine = _fetch_and_split(
+            alpaca, universe, timeframe, first, last, context.run.run_id
         )
         result = warehouse.replace_partition(
-            tables.table(table),
+            table,
             kept,
             sessions=(first, last),
             symbols=universe,
@@ -134,37 +150,9 @@ def ingest_bars(
             partition_key=partition_key,
         )
     except Exception as exc:
-        warehouse.log_ingestion(
-            run_id=run_id,
-            asset=context.asset_key.to_user_string(),
-            partition_key=partition_key,
-            dataset=dataset,
-            symbols=len(universe),
-            rows_fetched=0,
-            rows_written=0,
-            rows_quarantined=0,
-            http_requests=alpaca.stats.requests - requests_before,
-            http_retries=alpaca.stats.retries - retries_before,
-            started_at=started,
-            status="failed",
-            error=str(exc)[:2000],
-        )
+        log("failed", error=str(exc)[:2000])
         raise
-    warehouse.log_ingestion(
-        run_id=run_id,
-        asset=context.asset_key.to_user_string(),
-        partition_key=partition_key,
-        dataset=dataset,
-        symbols=len(universe),
-        rows_fetched=len(typed),
-        rows_written=result.rows_written,
-        rows_quarantined=result.rows_quarantined,
-        http_requests=alpaca.stats.requests - requests_before,
-        http_retries=alpaca.stats.retries - retries_before,
-        started_at=started,
-        status="success",
-        error=None,
-    )
+    log("success", len(typed), result.rows_written, result.rows_quarantined)
     if len(rejected):
         context.log.warning("%d %s row(s) quarantined, e.g. %s", len(rejected), dataset, rejected["reason"].iloc[0])
     return IngestResult(result.rows_written, result.rows_quarantined, len(typed), kept, rejected)
@@ -187,29 +175,19 @@ def bar_metadata(result: IngestResult, universe: list[str], first: date, last: d
     }
 
 
-def missing_daily_bars(warehouse: WarehouseResource, universe: list[str], first: date, last: date) -> pd.DataFrame:
-    """(symbol, session) pairs with no daily bar although NYSE was open."""
-    sessions = sessions_between(first, last)
-    if not sessions or not universe:
-        return pd.DataFrame(columns=["symbol", "session"])
-    return warehouse.read_frame(
-        "SELECT u.symbol, s.session FROM unnest(%s::text[]) AS u(symbol) CROSS JOIN unnest(%s::date[]) AS s(session) "
-        "WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = u.symbol AND b.session = s.session) "
-        "ORDER BY s.session, u.symbol",
-        (universe, sessions),
-    )
-
-
-def contract_violations(warehouse: WarehouseResource, table: str, universe: list[str], first: date, last: date) -> int:
-    """Rows in the written window that break the bar contract: must be 0 (the writer only gets valid rows)."""
-    return int(
-        warehouse.scalar(
-            f"SELECT count(*) FROM {table} WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s AND NOT ("
-            "open > 0 AND high > 0 AND low > 0 AND close > 0 AND volume >= 0 AND low <= least(open, close)"
-            " AND greatest(open, close) <= high AND symbol ~ '^[A-Z]{1,5}(\\.[A-Z]{1,2})?$')",
-            (universe, first, last),
-        )
-    )
+def _bar_checks(
+    warehouse: WarehouseResource,
+    table: tables.Table,
+    result: IngestResult,
+    universe: list[str],
+    first: date,
+    last: date,
+) -> list[AssetCheckResult]:
+    violations = contract_violations(warehouse, table, universe, first, last)
+    return [
+        none_found_check("bars_contract", violations, "violations"),
+        quarantine_rate_check(quarantined=result.quarantined, fetched=result.fetched, check_name="quarantine_rate"),
+    ]
 
 
 @asset(
@@ -246,36 +224,11 @@ def daily_bars(
     t0 = time.perf_counter()
     first, last = partition_dates(context)
     universe = active_symbols(warehouse)
-    result = ingest_bars(
-        context,
-        alpaca,
-        warehouse,
-        timeframe="1Day",
-        table="market.bars_daily",
-        first=first,
-        last=last,
-        universe=universe,
-    )
-    missing = missing_daily_bars(warehouse, universe, first, last)
-    violations = contract_violations(warehouse, "market.bars_daily", universe, first, last)
-    rate = result.quarantined / result.fetched if result.fetched else 0.0
-    checks = [
-        AssetCheckResult(check_name="bars_contract", passed=violations == 0, metadata={"violations": violations}),
-        AssetCheckResult(
-            check_name="no_missing_sessions",
-            passed=missing.empty,
-            metadata={
-                "missing": MetadataValue.int(len(missing)),
-                "examples": MetadataValue.md(missing.head(20).to_markdown(index=False) if len(missing) else "none"),
-            },
-        ),
-        AssetCheckResult(
-            check_name="quarantine_rate",
-            passed=rate <= 0.01,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"quarantined": result.quarantined, "rate": MetadataValue.float(round(rate, 6))},
-        ),
-    ]
+    table = tables.BARS_DAILY
+    result = ingest_bars(context, alpaca, warehouse, table=table, timeframe="1Day", universe=universe)
+    missing = missing_daily_bars(warehouse, universe, sessions_between(first, last))
+    checks = _bar_checks(warehouse, table, result, universe, first, last)
+    checks.insert(1, no_missing_sessions_check(missing))
     return MaterializeResult(
         metadata=bar_metadata(result, universe, first, last, time.perf_counter() - t0), check_results=checks
     )
@@ -310,27 +263,9 @@ def intraday_bars(
     t0 = time.perf_counter()
     first, last = partition_dates(context)
     universe = active_symbols(warehouse)
-    result = ingest_bars(
-        context,
-        alpaca,
-        warehouse,
-        timeframe="1Min",
-        table="market.bars_minute",
-        first=first,
-        last=last,
-        universe=universe,
-    )
-    violations = contract_violations(warehouse, "market.bars_minute", universe, first, last)
-    rate = result.quarantined / result.fetched if result.fetched else 0.0
-    checks = [
-        AssetCheckResult(check_name="bars_contract", passed=violations == 0, metadata={"violations": violations}),
-        AssetCheckResult(
-            check_name="quarantine_rate",
-            passed=rate <= 0.01,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"quarantined": result.quarantined, "rate": MetadataValue.float(round(rate, 6))},
-        ),
-    ]
+    table = tables.BARS_MINUTE
+    result = ingest_bars(context, alpaca, warehouse, table=table, timeframe="1Min", universe=universe)
+    checks = _bar_checks(warehouse, table, result, universe, first, last)
     return MaterializeResult(
         metadata=bar_metadata(result, universe, first, last, time.perf_counter() - t0), check_results=checks
     )

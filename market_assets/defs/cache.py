@@ -5,11 +5,11 @@ downstream of bars, indicators, Greeks and flow, so it runs after all of them in
 and a failed producer keeps yesterday's cache instead of a half-updated one. Why it never fails
 because of Redis: nothing in the warehouse depends on the cache. With Redis down or full the
 asset still succeeds, says what it skipped (metadata, a WARN check, a warning in the log), and
-the next materialization rewrites every key. Key schema and TTLs: market_assets/resources/cache.py.
+the next materialization rewrites every key. Key schema and TTLs: the `market_assets.cache` package doc.
 """
 
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckResult,
@@ -25,8 +25,8 @@ from dagster import (
 
 from market_assets.cache.reader import load_chains, load_flows, load_market_data
 from market_assets.cache.resource import CacheResource, WarmReport
-from market_assets.defs.bars import BACKFILL_POLICY, active_symbols, partition_dates
-from market_assets.defs.partitions import daily_partitions
+from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
+from market_assets.warehouse.queries.bars import active_symbols, latest_daily_session
 from market_assets.warehouse.resource import WarehouseResource
 
 # what the cache reads: bars (prices), indicators_daily, option_chain + option_greeks, options_flow_daily
@@ -62,10 +62,6 @@ def warm_cache(
         report.merge(cache.write_flows(load_flows(warehouse, symbols, now)))
     cache.record_warm(report, generation=generation)
     return report
-
-
-def latest_daily_session(warehouse: WarehouseResource) -> date | None:
-    return warehouse.scalar("SELECT max(session) FROM market.bars_daily")
 
 
 def report_metadata(report: WarmReport) -> dict[str, MetadataValue]:

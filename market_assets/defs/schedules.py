@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from market_assets.defs.partitions import daily_partitions
-from market_assets.domain.sessions import NEW_YORK, is_session, session_open_close
+from market_assets.domain.sessions import NEW_YORK, after_close_due
 
 AFTER_CLOSE = timedelta(minutes=30)
 
@@ -34,15 +34,10 @@ daily_market_job = define_asset_job(
 
 
 def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
-    """The decision of the after-close schedule at one tick (a pure function, easy to test)."""
-    now = scheduled.tz_convert(NEW_YORK)
-    day = now.date()
-    if not is_session(day):
-        return SkipReason(f"{day} is not an NYSE session (weekend or holiday)")
-    _, close = session_open_close(day)
-    due = close.tz_convert(NEW_YORK) + AFTER_CLOSE
-    if abs(now - due) > timedelta(minutes=1):
-        return SkipReason(f"{day} closes at {close.tz_convert(NEW_YORK):%H:%M}; its run is due at {due:%H:%M}")
+    """The decision of the after-close schedule at one tick (the calendar part is `after_close_due`)."""
+    day = after_close_due(scheduled, AFTER_CLOSE)
+    if isinstance(day, str):
+        return SkipReason(day)
     return RunRequest(run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)})
 
 

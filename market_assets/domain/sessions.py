@@ -6,7 +6,7 @@ Thanksgiving closes at 13:00), which would make "a missing daily bar" checks cry
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 import exchange_calendars as xcals
@@ -81,3 +81,32 @@ def last_completed_session(now: datetime) -> date | None:
     closes = cal.schedule["close"]
     done = closes[closes <= now_ts]
     return None if done.empty else done.index[-1].date()
+
+
+def session_before(first: date, sessions: int) -> date:
+    """The NYSE session `sessions` sessions before the first session on or after `first`.
+
+    Counted on the exchange calendar so that a holiday-rich stretch still yields `sessions` bars
+    of history; clamped to the calendar's first session.
+    """
+    cal_sessions = nyse().sessions
+    index = int(cal_sessions.searchsorted(pd.Timestamp(first)))
+    return cal_sessions[max(index - sessions, 0)].date()
+
+
+def after_close_due(now: pd.Timestamp, delay: timedelta) -> date | str:
+    """The session whose run is due at `now` (within a minute of its close + `delay`), or why none is.
+
+    Half days close at 13:00, so a schedule ticking after both possible closes asks this at each
+    tick and only the tick matching the day's real close gets a session back.
+    """
+    local = now.tz_convert(NEW_YORK)
+    day = local.date()
+    if not is_session(day):
+        return f"{day} is not an NYSE session (weekend or holiday)"
+    _, close = session_open_close(day)
+    close_local = close.tz_convert(NEW_YORK)
+    due = close_local + delay
+    if abs(local - due) > timedelta(minutes=1):
+        return f"{day} closes at {close_local:%H:%M}; its run is due at {due:%H:%M}"
+    return day

@@ -28,6 +28,7 @@ from market_assets.cache.reader import CacheReader
 from market_assets.cache.resource import CacheResource
 from market_assets.defs.bars import daily_bars, intraday_bars
 from market_assets.defs.cache import market_cache
+from market_assets.defs.resources import OptionParameters
 from market_assets.runtime.embedded import redis_server_binary
 from market_assets.warehouse.resource import WarehouseResource
 from tests.fixtures.pipeline import alpaca_for, run, seed_symbols
@@ -108,7 +109,8 @@ def materialize_day(resources: dict[str, object], with_options: bool = True) -> 
     assert run([intraday_bars], resources, partition=DAY).success
     extra = technical_assets() + (option_assets() if with_options else [])
     if extra:
-        result = run(extra, resources, partition=DAY)
+        # the option assets take their pricing inputs from a resource; the defaults are what the composition root binds
+        result = run(extra, {**resources, "option_parameters": OptionParameters()}, partition=DAY)
         assert result.success, [e.event_specific_data for e in result.all_events if e.is_failure]
 
 

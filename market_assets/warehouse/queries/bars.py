@@ -1,0 +1,86 @@
+"""Named reads (and the one universe update) on the symbol universe and the bar tables.
+
+Why here and not in the assets: the Dagster layer stays free of SQL text, and the same question
+("which symbols are active?", "which sessions have no bar?") is asked in exactly one way by every
+asset, check and loader. Identifiers come from the table registry through psycopg's `sql` module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import pandas as pd
+from psycopg import sql
+
+from market_assets.warehouse import tables
+from market_assets.warehouse.resource import WarehouseResource
+
+BAR_FRAME_COLUMNS = ["symbol", "ts", "session", "open", "high", "low", "close", "volume"]
+
+
+def _identifier(table: tables.Table) -> sql.Identifier:
+    return sql.Identifier(*table.name.split("."))
+
+
+def active_symbols(warehouse: WarehouseResource) -> list[str]:
+    """The active universe, sorted."""
+    frame = warehouse.read_frame("SELECT symbol FROM market.symbols WHERE active ORDER BY symbol")
+    return frame["symbol"].tolist() if not frame.empty else []
+
+
+def deactivate_symbols_except(warehouse: WarehouseResource, universe: Sequence[str]) -> None:
+    """Mark every active symbol outside `universe` inactive (the seed upserts the rest as active)."""
+    with warehouse.connect() as conn:
+        conn.execute(
+            "UPDATE market.symbols SET active = false, updated_at = now() WHERE active AND NOT symbol = ANY(%s)",
+            (list(universe),),
+        )
+
+
+def daily_bars(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
+    """Daily bars of `symbols` with session in [start, last]; `session` as datetime.date values."""
+    if not symbols:
+        return pd.DataFrame(columns=BAR_FRAME_COLUMNS)
+    bars = warehouse.read_bars(tables.BARS_DAILY.name, list(symbols), start, last)
+    if bars.empty:
+        return pd.DataFrame(columns=BAR_FRAME_COLUMNS)
+    bars["session"] = pd.to_datetime(bars["session"]).dt.date
+    return bars.reset_index(drop=True)
+
+
+def symbols_with_daily_bars_before(warehouse: WarehouseResource, symbols: Sequence[str], day: date) -> list[str]:
+    """Which of `symbols` have a stored daily bar before `day`, sorted."""
+    frame = warehouse.read_frame(
+        "SELECT DISTINCT symbol FROM market.bars_daily WHERE symbol = ANY(%s) AND session < %s", (list(symbols), day)
+    )
+    return sorted(frame["symbol"]) if not frame.empty else []
+
+
+def latest_daily_session(warehouse: WarehouseResource) -> date | None:
+    """The latest session with a stored daily bar (None on an empty table)."""
+    return warehouse.scalar("SELECT max(session) FROM market.bars_daily")
+
+
+def missing_daily_bars(warehouse: WarehouseResource, universe: Sequence[str], sessions: Sequence[date]) -> pd.DataFrame:
+    """(symbol, session) pairs of `universe` x `sessions` with no stored daily bar, by session then symbol."""
+    if not sessions or not universe:
+        return pd.DataFrame(columns=["symbol", "session"])
+    return warehouse.read_frame(
+        "SELECT u.symbol, s.session FROM unnest(%s::text[]) AS u(symbol) CROSS JOIN unnest(%s::date[]) AS s(session) "
+        "WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = u.symbol AND b.session = s.session) "
+        "ORDER BY s.session, u.symbol",
+        (list(universe), list(sessions)),
+    )
+
+
+def contract_violations(
+    warehouse: WarehouseResource, table: tables.Table, universe: Sequence[str], first: date, last: date
+) -> int:
+    """Stored rows of `table` in [first, last] breaking the bar contract: must be 0 (only valid rows are written)."""
+    query = sql.SQL(
+        "SELECT count(*) FROM {} WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s AND NOT ("
+        "open > 0 AND high > 0 AND low > 0 AND close > 0 AND volume >= 0 AND low <= least(open, close)"
+        " AND greatest(open, close) <= high AND symbol ~ '^[A-Z]{{1,5}}(\\.[A-Z]{{1,2}})?$')"
+    ).format(_identifier(table))
+    return int(warehouse.scalar(query, (list(universe), first, last)))

@@ -1,0 +1,162 @@
+"""Named reads of the technicals assets: their inputs (OBV/A-D anchors, intraday VWAP) and their checks.
+
+The checks run on what is stored (what SQL users and downstream assets read), not on the frame the
+asset wrote, so they also catch a writer or a schema that silently drops or alters rows. Every
+function takes the warehouse resource and returns a frame or plain numbers; table and column names
+are composed with psycopg's `sql` module from the table registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+
+import pandas as pd
+from psycopg import sql
+
+from market_assets.warehouse import tables
+from market_assets.warehouse.resource import WarehouseResource
+
+
+def _identifier(table: tables.Table) -> sql.Identifier:
+    return sql.Identifier(*table.name.split("."))
+
+
+def obv_ad_anchors(warehouse: WarehouseResource, symbols: Sequence[str], start: date, first: date) -> pd.DataFrame:
+    """Latest stored (obv, ad) per symbol in [start, first): where the cumulative series continue."""
+    frame = warehouse.read_frame(
+        "SELECT DISTINCT ON (symbol) symbol, ts, obv, ad FROM market.indicators_daily "
+        "WHERE symbol = ANY(%s) AND session >= %s AND session < %s AND obv IS NOT NULL AND ad IS NOT NULL "
+        "ORDER BY symbol, ts DESC",
+        (list(symbols), start, first),
+    )
+    if frame.empty:
+        return pd.DataFrame(columns=["symbol", "ts", "obv", "ad"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def intraday_vwap(warehouse: WarehouseResource, symbols: Sequence[str], first: date, last: date) -> pd.DataFrame:
+    """Session VWAP from the stored minute bars: sum(vwap x volume) / sum(volume) per symbol/session.
+
+    Aggregated in PostgreSQL rather than in pandas: a month of minute bars for the universe is
+    millions of rows that would cross the wire only to be summed. A minute without a vwap counts
+    at its typical price, as `analytics.technicals.volume.daily_vwap` does (a test checks they agree).
+    """
+    frame = warehouse.read_frame(
+        "SELECT symbol, session, "
+        "sum(coalesce(vwap, (high + low + close) / 3.0) * volume) / nullif(sum(volume), 0) AS vwap_intraday, "
+        "count(*)::int AS minute_bars FROM market.bars_minute "
+        "WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s GROUP BY symbol, session",
+        (list(symbols), first, last),
+    )
+    if frame.empty:
+        return pd.DataFrame(columns=["symbol", "session", "vwap_intraday", "minute_bars"])
+    frame["vwap_intraday"] = frame["vwap_intraday"].astype("float64")
+    return frame
+
+
+def rsi_stats(
+    warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date
+) -> dict[str, float | int | None]:
+    """Stored RSI of the window: out-of-range count (NaN counts as out of range), min, max, defined count."""
+    row = warehouse.read_frame(
+        "SELECT count(*) FILTER (WHERE rsi < 0 OR rsi > 100 OR rsi = 'NaN'::float8) AS bad, "
+        "min(rsi) AS min, max(rsi) AS max, count(rsi) AS defined FROM market.indicators_daily "
+        "WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s",
+        (list(universe), first, last),
+    ).iloc[0]
+    return {
+        "bad": int(row["bad"]),
+        "defined": int(row["defined"]),
+        "min": None if row["min"] is None else float(row["min"]),
+        "max": None if row["max"] is None else float(row["max"]),
+    }
+
+
+def warmup_nulls(
+    warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date, warmup: Mapping[str, int]
+) -> dict[str, int]:
+    """Per column of `warmup`, stored rows of the window that are NULL although the symbol had enough history.
+
+    `warmup` maps a column to the bars of history (including the row's own) after which it must be
+    defined. History is counted in stored bars: bars before the window plus the row's rank inside
+    it, so a symbol listed recently is not expected to have SMA-200.
+    """
+    tests = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE h.n >= {need} AND i.{col} IS NULL) AS {col}").format(
+            need=sql.Literal(int(need)), col=sql.Identifier(name)
+        )
+        for name, need in warmup.items()
+    )
+    query = sql.SQL(
+        "WITH before AS (SELECT symbol, count(*) AS n0 FROM market.bars_daily "
+        "                WHERE symbol = ANY(%(u)s) AND session < %(first)s GROUP BY symbol), "
+        "inside AS (SELECT symbol, ts, row_number() OVER (PARTITION BY symbol ORDER BY ts) AS k FROM market.bars_daily "
+        "           WHERE symbol = ANY(%(u)s) AND session BETWEEN %(first)s AND %(last)s), "
+        "h AS (SELECT inside.symbol, inside.ts, coalesce(before.n0, 0) + inside.k AS n "
+        "      FROM inside LEFT JOIN before USING (symbol)) "
+        "SELECT {tests} FROM h JOIN market.indicators_daily i USING (symbol, ts)"
+    ).format(tests=tests)
+    row = warehouse.read_frame(query, {"u": list(universe), "first": first, "last": last})
+    return {name: int(row.iloc[0][name]) for name in warmup}
+
+
+def bar_coverage(
+    warehouse: WarehouseResource, table: tables.Table, universe: Sequence[str], first: date, last: date
+) -> dict[str, int]:
+    """Daily bars of the window vs rows of `table` keyed (symbol, ts): counts, and keys on one side only."""
+    query = sql.SQL(
+        "SELECT (SELECT count(*) FROM market.bars_daily WHERE symbol = ANY(%(u)s) AND session BETWEEN %(f)s AND %(l)s)"
+        "   AS bars, "
+        "(SELECT count(*) FROM {t} WHERE symbol = ANY(%(u)s) AND session BETWEEN %(f)s AND %(l)s) AS rows, "
+        "(SELECT count(*) FROM market.bars_daily b WHERE b.symbol = ANY(%(u)s) AND b.session BETWEEN %(f)s AND %(l)s "
+        "   AND NOT EXISTS (SELECT 1 FROM {t} t WHERE t.symbol = b.symbol AND t.ts = b.ts)) AS missing, "
+        "(SELECT count(*) FROM {t} t WHERE t.symbol = ANY(%(u)s) AND t.session BETWEEN %(f)s AND %(l)s "
+        "   AND NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = t.symbol AND b.ts = t.ts)) AS orphans"
+    ).format(t=_identifier(table))
+    row = warehouse.read_frame(query, {"u": list(universe), "f": first, "l": last})
+    return {k: int(v) for k, v in row.iloc[0].items()}
+
+
+def pattern_orphans(warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date) -> int:
+    """Stored patterns of the window not dated on a stored daily bar of the same symbol."""
+    return int(
+        warehouse.scalar(
+            "SELECT count(*) FROM market.patterns p WHERE p.symbol = ANY(%s) AND p.session BETWEEN %s AND %s "
+            "AND NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = p.symbol AND b.ts = p.ts "
+            "AND b.session = p.session)",
+            (list(universe), first, last),
+        )
+    )
+
+
+def level_violations(warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date) -> int:
+    """Stored levels of the window on the wrong side of the as-of close, or with touches after the as-of bar."""
+    return int(
+        warehouse.scalar(
+            "SELECT count(*) FROM market.support_resistance s "
+            "JOIN market.bars_daily b ON b.symbol = s.symbol AND b.session = s.as_of "
+            "WHERE s.symbol = ANY(%s) AND s.session BETWEEN %s AND %s AND NOT ("
+            " ((s.kind = 'support' AND s.level <= b.close) OR (s.kind = 'resistance' AND s.level > b.close))"
+            " AND s.last_touch <= b.ts AND s.first_touch <= s.last_touch)",
+            (list(universe), first, last),
+        )
+    )
+
+
+def pivot_faults(warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date) -> dict[str, int]:
+    """Stored pivots of the window out of order (1e-9 relative slack); daily bars with a previous bar but no pivots."""
+    row = warehouse.read_frame(
+        "SELECT "
+        "(SELECT count(*) FROM market.pivot_points WHERE symbol = ANY(%(u)s) AND session BETWEEN %(f)s AND %(l)s"
+        " AND NOT ("
+        " s3 <= s2 + 1e-9 * abs(pivot) AND s2 <= s1 + 1e-9 * abs(pivot) AND s1 <= pivot + 1e-9 * abs(pivot)"
+        " AND pivot <= r1 + 1e-9 * abs(pivot) AND r1 <= r2 + 1e-9 * abs(pivot) AND r2 <= r3 + 1e-9 * abs(pivot)"
+        ")) AS unordered, "
+        "(SELECT count(*) FROM market.bars_daily b WHERE b.symbol = ANY(%(u)s) AND b.session BETWEEN %(f)s AND %(l)s"
+        " AND EXISTS (SELECT 1 FROM market.bars_daily p WHERE p.symbol = b.symbol AND p.ts < b.ts)"
+        " AND NOT EXISTS (SELECT 1 FROM market.pivot_points v WHERE v.symbol = b.symbol AND v.ts = b.ts)) AS missing",
+        {"u": list(universe), "f": first, "l": last},
+    ).iloc[0]
+    return {"unordered": int(row["unordered"]), "missing": int(row["missing"])}
