@@ -51,14 +51,14 @@ from market_assets.defs.bars import daily_bars, intraday_bars  # noqa: E402
 from market_assets.defs.cache import market_cache  # noqa: E402
 from market_assets.defs.intraday import (  # noqa: E402
     SENSOR_INTERVAL_SECONDS,
-    MarketClockResource,
     intraday_refresh_job,
     intraday_refresh_sensor,
 )
+from market_assets.defs.resources import MarketClockResource  # noqa: E402
 from market_assets.domain.sessions import sessions_between  # noqa: E402
 from market_assets.runtime.embedded import ensure_postgres, stop_postgres  # noqa: E402
 from market_assets.warehouse.resource import WarehouseResource  # noqa: E402
-from tests.integration.pipeline_helpers import alpaca_for, run, seed_symbols  # noqa: E402
+from tests.fixtures.pipeline import alpaca_for, run, seed_symbols  # noqa: E402
 
 NY = "America/New_York"
 SESSION = "2026-06-30"

@@ -16,8 +16,8 @@ from market_assets.cache.resource import CacheResource
 from market_assets.config import Settings, load_settings
 from market_assets.defs import bars, options, technicals
 from market_assets.defs import cache as cache_assets
-from market_assets.defs.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
-from market_assets.defs.resources import OptionParameters
+from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
+from market_assets.defs.resources import MarketClockResource, OptionParameters
 from market_assets.defs.schedules import after_close_schedule, daily_market_job
 from market_assets.warehouse.resource import WarehouseResource
 

@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 from dagster import (
     Config,
-    ConfigurableResource,
     DefaultSensorStatus,
     In,
     MetadataValue,
@@ -55,6 +54,7 @@ from market_assets.analytics.technicals.intraday import intraday_indicator_frame
 from market_assets.cache.reader import load_market_data
 from market_assets.cache.resource import CacheResource
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
+from market_assets.defs.resources import MarketClockResource
 from market_assets.domain.intraday_windows import IntradayWindow, fetch_start, plan_window
 from market_assets.domain.sessions import session_of_minute_ts
 from market_assets.warehouse import tables
@@ -63,19 +63,6 @@ from market_assets.warehouse.resource import WarehouseResource, copy_frame
 
 TRAILING_MINUTES = 15  # Alpaca revises a bar ~30 s after publishing; 15 minutes also covers slow ticks
 SENSOR_INTERVAL_SECONDS = 30
-
-
-class MarketClockResource(ConfigurableResource):
-    """ "Now" for the sensor. ``now_override`` (ISO time) replays a moment: tests, simulations and
-    re-evaluating a past tick; unset (production) it is the wall clock."""
-
-    now_override: str | None = None
-
-    def now(self) -> datetime:
-        if self.now_override:
-            ts = pd.Timestamp(self.now_override)
-            return (ts if ts.tzinfo else ts.tz_localize(UTC)).to_pydatetime()
-        return datetime.now(UTC)
 
 
 def run_request(window: IntradayWindow) -> RunRequest:

@@ -10,7 +10,9 @@ passes its own values.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
+import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -52,3 +54,16 @@ class OptionParameters(ConfigurableResource):
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> OptionParameters:
         """The parameters the environment configures; raises SettingsError naming a bad variable."""
         return cls.from_settings(load_option_settings(environ))
+
+
+class MarketClockResource(ConfigurableResource):
+    """ "Now" for the sensor. ``now_override`` (ISO time) replays a moment: tests, simulations and
+    re-evaluating a past tick; unset (production) it is the wall clock."""
+
+    now_override: str | None = None
+
+    def now(self) -> datetime:
+        if self.now_override:
+            ts = pd.Timestamp(self.now_override)
+            return (ts if ts.tzinfo else ts.tz_localize(UTC)).to_pydatetime()
+        return datetime.now(UTC)

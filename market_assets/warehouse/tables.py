@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from market_assets.analytics.technicals.frame import TECHNICAL_COLUMNS
+from market_assets.analytics.technicals.rows import PIVOT_LEVELS
 
 Columns = tuple[tuple[str, str], ...]
 
@@ -47,7 +48,6 @@ BAR_COLUMNS: Columns = (
     ("feed", "text"),
     ("run_id", "text"),
 )
-PIVOT_LEVELS = ("pivot", "r1", "r2", "r3", "s1", "s2", "s3")
 
 SYMBOLS = Table(
     "market.symbols",

@@ -21,7 +21,8 @@ from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, build
 from alpaca_sim.market_model import MarketModel
 from alpaca_sim.server import SimulatorServer
 from market_assets.cache.resource import CacheResource
-from market_assets.defs.intraday import MarketClockResource, intraday_refresh_job, intraday_refresh_sensor
+from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
+from market_assets.defs.resources import MarketClockResource
 from market_assets.warehouse.resource import WarehouseResource
 from tests.fixtures.pipeline import alpaca_for, seed_symbols
 
