@@ -14,8 +14,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera import Check, Column
 
-from market_assets.domain.symbols import SYMBOL_PATTERN
 from market_assets.domain.sessions import minute_in_session, session_of_daily_ts
+from market_assets.domain.symbols import SYMBOL_PATTERN
 
 BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
 
