@@ -47,6 +47,7 @@ class _Client:
         self.use_msgpack = True
         self.subs: dict[str, set[str]] = {c: set() for c in CHANNELS}
         self.queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(QUEUE_SIZE)
+        self.data_sent = 0  # market-data messages sent, for the drop_every fault
 
     def wants(self, channel: str, symbol: str) -> bool:
         s = self.subs[channel]
@@ -89,6 +90,10 @@ class MarketDataStreamServer:
         self._ready = threading.Event()
         self._stopped: asyncio.Event | None = None
         self.dropped_clients = 0
+        # fault: close a client's connection after every N market-data messages sent to it (0 = never), so
+        # tests can replay a session through forced disconnects; forced_disconnects counts them
+        self.drop_every = 0
+        self.forced_disconnects = 0
         self._trade_id = 0
 
     # -------------------------------------------------------------- lifecycle
@@ -192,6 +197,14 @@ class MarketDataStreamServer:
                 msgs = await client.queue.get()
                 if msgs is None:
                     return
+                data = [m for m in msgs if m.get("T") in ("b", "u", "t", "q", "d", "s")]
+                if self.drop_every and data and client.data_sent + len(data) >= self.drop_every:
+                    keep = self.drop_every - client.data_sent  # send up to the N-th message, then hang up
+                    await client.conn.send(client.encode(msgs[:keep]))
+                    self.forced_disconnects += 1
+                    await client.conn.close(1011, "simulated disconnect")
+                    return
+                client.data_sent += len(data)
                 await client.conn.send(client.encode(msgs))
 
     # -------------------------------------------------------------- publishing

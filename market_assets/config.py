@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from market_assets.domain.symbols import SYMBOL_PATTERN, invalid_symbols
 from market_assets.errors import SettingsError
@@ -40,6 +41,7 @@ DEFAULT_SYMBOLS: tuple[str, ...] = (
     "SPY",
 )
 FEEDS = ("iex", "sip", "otc", "delayed_sip")
+DEFAULT_STREAM_URL = "wss://stream.data.alpaca.markets/v2/{feed}"
 
 
 def parse_symbols(raw: str, variable: str = "MARKET_SYMBOLS") -> tuple[str, ...]:
@@ -111,6 +113,21 @@ class Settings:
     history_start: date
     rate_limit_per_minute: float
     http_timeout_seconds: float
+    alpaca_stream_url: str | None = None
+
+    def stream_url(self) -> str:
+        """The market-data stream endpoint: ``ALPACA_STREAM_URL``, else the data host's ``/v2/{feed}``.
+
+        Why derived from ``ALPACA_DATA_URL``: a proxy or a running simulator serves REST and the stream on one
+        host, so setting one URL must not send the stream to Alpaca while REST goes elsewhere.
+        """
+        if self.alpaca_stream_url:
+            return self.alpaca_stream_url.replace("{feed}", self.alpaca_feed)
+        if self.alpaca_data_url:
+            parts = urlsplit(self.alpaca_data_url)
+            scheme = "wss" if parts.scheme == "https" else "ws"
+            return urlunsplit((scheme, parts.netloc, f"/v2/{self.alpaca_feed}", "", ""))
+        return DEFAULT_STREAM_URL.format(feed=self.alpaca_feed)
 
     @property
     def uses_simulator(self) -> bool:
@@ -160,6 +177,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if trading_url:
         trading_url = _parse_url(trading_url, "ALPACA_TRADING_URL", ("http://", "https://")).rstrip("/")
 
+    stream_url = get("ALPACA_STREAM_URL")
+    if stream_url:
+        stream_url = _parse_url(stream_url, "ALPACA_STREAM_URL", ("ws://", "wss://")).rstrip("/")
+
     symbols_raw = get("MARKET_SYMBOLS")
     symbols = parse_symbols(symbols_raw) if symbols_raw else DEFAULT_SYMBOLS
 
@@ -184,6 +205,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         history_start=history_start,
         rate_limit_per_minute=rate,
         http_timeout_seconds=timeout,
+        alpaca_stream_url=stream_url,
     )
 
 

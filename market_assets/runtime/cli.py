@@ -262,6 +262,85 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return int(simulator_main(["--port", str(args.port), "--seed", str(args.seed)]) or 0)
 
 
+def _live_setup(settings: Settings) -> tuple[Any, Any]:
+    """(warehouse, cache) on the resolved endpoints, migrated: the live services share them with the batch."""
+    from market_assets.cache.resource import CacheResource
+    from market_assets.runtime.services import export_environment, resolve_endpoints
+    from market_assets.warehouse.resource import WarehouseResource
+
+    endpoints = resolve_endpoints(settings)
+    export_environment(settings, endpoints)
+    warehouse = WarehouseResource(database_url=endpoints.database_url)
+    warehouse.migrate()
+    return warehouse, CacheResource(redis_url=endpoints.redis_url)
+
+
+def _run_until_signal(service: Any) -> None:
+    """Run an asyncio service; SIGINT/SIGTERM stop it cleanly (final flush, sockets closed)."""
+    import asyncio
+    import signal
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run()
+
+    asyncio.run(main())
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import logging
+
+    from market_assets.alpaca.resource import AlpacaResource
+    from market_assets.live.ingest import IngestService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    symbols = list(parse_symbols(args.symbols, "--symbols")) if args.symbols else None
+    if args.speed <= 0:
+        raise SettingsError(f"--speed {args.speed} must be positive")
+    simulated = settings.uses_simulator and not settings.alpaca_stream_url
+    if not simulated and not settings.alpaca_api_key:
+        raise SettingsError(
+            "ALPACA_API_KEY is not set: the stream needs keys when ALPACA_DATA_URL or ALPACA_STREAM_URL is set"
+        )
+    warehouse, cache = _live_setup(settings)
+    if symbols is None:
+        active = warehouse.read_frame("SELECT symbol FROM market.symbols WHERE active ORDER BY symbol")
+        symbols = active["symbol"].tolist() if not active.empty else list(settings.symbols)
+    replay = None
+    if simulated:  # the composition root's choice: the simulator's stream, driven as a live market
+        from alpaca_sim.replay import Replay
+        from alpaca_sim.server import SimulatorServer
+
+        sim = SimulatorServer(enable_ws=True).start()
+        sim.stream.universe = list(symbols)
+        replay = Replay.live_or_latest(sim, speed=args.speed)
+        key, secret, data_url, url, clock = sim.api_key, sim.secret_key, sim.base_url, sim.ws_url, replay.now
+        _print(f"no Alpaca keys: simulator market from {replay.start_ts} at {replay.speed:g}x real time")
+    else:
+        key, secret, data_url, url, clock = (settings.alpaca_api_key, settings.alpaca_secret_key,
+                                             settings.alpaca_data_url, settings.stream_url(), None)  # fmt: skip
+    alpaca = AlpacaResource(api_key=key, secret_key=secret, feed=settings.alpaca_feed, data_url=data_url,
+                            rate_limit_per_minute=settings.rate_limit_per_minute,
+                            timeout_seconds=settings.http_timeout_seconds)  # fmt: skip
+    service = IngestService(symbols=symbols, stream_url=url, api_key=key or "", secret_key=secret or "",
+                            feed=settings.alpaca_feed, warehouse=warehouse, cache=cache, alpaca=alpaca, clock=clock,
+                            health_host=args.health_host, health_port=args.health_port)  # fmt: skip
+    _print(f"market-data stream: {len(symbols)} symbols from {url}; /healthz on {args.health_host}:{args.health_port}")
+    if replay is not None:
+        replay.start()
+    try:
+        _run_until_signal(service)
+    finally:
+        if replay is not None:
+            replay.stop()
+            replay.sim.stop()
+    _print(f"stopped: {service.received} messages, {service.bars_written} bar rows written ({service.backfilled} REST)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market-data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--seed", type=int, default=7)
     sim.set_defaults(func=cmd_simulator)
+    stream = sub.add_parser("stream", help="ingest Alpaca's live stream into Redis, the bus and the warehouse")
+    stream.add_argument("--symbols", help="comma-separated symbols (default: the active universe)")
+    stream.add_argument("--health-host", default="127.0.0.1")
+    stream.add_argument("--health-port", type=int, default=8081, help="/healthz port (default 8081; 0 = any free)")
+    stream.add_argument("--speed", type=float, default=1.0, help="simulator only: replay speed outside market hours")
+    stream.set_defaults(func=cmd_stream)
     return parser
 
 
