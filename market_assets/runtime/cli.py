@@ -341,6 +341,54 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from market_assets.live.serve import FanoutServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warehouse, cache = _live_setup(load_settings())
+    server = FanoutServer(warehouse=warehouse, cache=cache, host=args.host, port=args.port)
+    _print(f"market-data serve: ws://{args.host}:{args.port}/v2/iex (any feed name), live page and /healthz on http")
+    _run_until_signal(server)
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    import json
+
+    from market_assets.live import tokens
+
+    warehouse, _ = _live_setup(load_settings())
+    if args.action == "create":
+        if not args.name:
+            raise SettingsError("tokens create needs a NAME")
+        key, secret = tokens.create(warehouse, args.name, max_connections=args.max_connections,
+                                    max_symbols=args.max_symbols)  # fmt: skip
+        if args.json:
+            _print(json.dumps({"key": key, "secret": secret}))
+        else:
+            _print(f"key:    {key}\nsecret: {secret}\n(the secret is shown once; only its hash is stored)")
+    elif args.action == "list":
+        rows = tokens.list_tokens(warehouse)
+        if args.json:
+            _print(json.dumps([t.__dict__ for t in rows], default=str))
+        else:
+            _print(f"{'key':<22} {'name':<20} {'conns':>5} {'symbols':>7}  created / revoked")
+            for t in rows:
+                state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
+                _print(f"{t.key:<22} {t.name:<20} {t.max_connections:>5} {t.max_symbols:>7}  "
+                       f"{t.created_at:%Y-%m-%d %H:%M} {state}")  # fmt: skip
+    else:
+        if not args.name:
+            raise SettingsError("tokens revoke needs a KEY or NAME")
+        if not tokens.revoke(warehouse, args.name):
+            _print(f"no live token with key or name {args.name!r}")
+            return 1
+        _print(f"revoked {args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market-data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -367,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--health-port", type=int, default=8081, help="/healthz port (default 8081; 0 = any free)")
     stream.add_argument("--speed", type=float, default=1.0, help="simulator only: replay speed outside market hours")
     stream.set_defaults(func=cmd_stream)
+    fanout = sub.add_parser("serve", help="serve the live stream to WebSocket clients (Alpaca's protocol)")
+    fanout.add_argument("--host", default="127.0.0.1")
+    fanout.add_argument("--port", type=int, default=8080)
+    fanout.set_defaults(func=cmd_serve)
+    tok = sub.add_parser("tokens", help="create, list or revoke API tokens of `serve`")
+    tok.add_argument("action", choices=["create", "list", "revoke"])
+    tok.add_argument("name", nargs="?", help="token name (create), key or name (revoke)")
+    tok.add_argument("--json", action="store_true", help='machine-readable: create prints {"key": ..., "secret": ...}')
+    tok.add_argument("--max-connections", type=int, default=10, help="concurrent connections per serve process")
+    tok.add_argument("--max-symbols", type=int, default=1000, help="symbols one connection may subscribe to")
+    tok.set_defaults(func=cmd_tokens)
     return parser
 
 

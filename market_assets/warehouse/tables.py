@@ -401,6 +401,19 @@ OPTIONS_UNUSUAL_ACTIVITY = Table(
     ("ingested_at",),
 )
 
+API_TOKENS = Table(
+    "market.api_tokens",
+    (
+        ("key", "text"),
+        ("name", "text"),
+        ("secret_hash", "text"),
+        ("max_connections", "int4"),
+        ("max_symbols", "int4"),
+    ),
+    key=("key",),
+    server_columns=("created_at", "revoked_at"),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -423,6 +436,7 @@ TABLES: dict[str, Table] = {
         OPTIONS_BY_EXPIRY,
         OPTIONS_BY_STRIKE,
         OPTIONS_UNUSUAL_ACTIVITY,
+        API_TOKENS,
     )
 }
 

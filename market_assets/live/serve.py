@@ -1,0 +1,471 @@
+"""`market-data serve`: the WebSocket fan-out, speaking Alpaca's market-data stream protocol.
+
+Existing Alpaca clients work unchanged (alpaca-py's ``StockDataStream(url_override="ws://H:P/v2/iex")`` is one in
+the tests): ``[{"T":"success","msg":"connected"}]``, ``auth`` within 10 s, ``subscribe``/``unsubscribe`` with
+``trades``, ``quotes``, ``bars``, ``updatedBars``, ``dailyBars``, ``statuses`` (symbols or ``"*"``), the same
+message shapes, JSON text frames by default and msgpack when the client asks for it (``Content-Type:
+application/msgpack`` on the upgrade, as alpaca-py sends, or a binary frame), and Alpaca's error codes.
+
+Horizontal scaling: each process reads every event from the bus (a Redis Stream, ``market_assets.live.bus``), so a
+client on any process receives everything it subscribed to; put N processes behind any TCP load balancer.
+
+Backpressure (websockets' ``broadcast()`` has none): each client has a bounded pending buffer drained by its own
+writer task. Bars and quotes conflate to the latest per (type, symbol), so a client that is a little slow gets
+fresher data rather than a longer queue; a client whose buffer still overflows, or whose socket accepts nothing for
+``send_timeout`` seconds, gets 407 and is closed, and no other client notices (the fan-out loop never awaits a
+client). Pings detect dead peers. Every message is encoded once per format, however many clients receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+
+import msgpack
+import numpy as np
+import redis.asyncio as aioredis
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from market_assets.cache.resource import CacheResource
+from market_assets.live import tokens
+from market_assets.live.bus import Bus, bus_key
+from market_assets.live.http import is_upgrade, respond, respond_json
+from market_assets.warehouse.resource import WarehouseResource
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses")
+CHANNEL_OF_TYPE = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars", "s": "statuses"}
+CONFLATED = frozenset({"q", "b", "u", "d"})  # the latest value per symbol is all a late client needs
+AUTH_TIMEOUT_SECONDS = 10.0  # Alpaca's
+QUEUE_LIMIT = 5_000  # pending messages per client before 407: ~ seconds of trades at a busy symbol's rate
+SEND_TIMEOUT_SECONDS = 10.0  # a socket that accepts nothing for this long is a dead or stalled reader
+MAX_MESSAGE_BYTES = 1 << 20  # a subscribe list for thousands of symbols fits; a hostile payload does not
+TOKEN_RECHECK_SECONDS = 5.0
+# the kernel's send buffer is part of a client's queue: autotuned it grows to MBs per socket (GBs at 1,000
+# clients) and hides a stalled reader for a long time; capped, the pending buffer sees the backlog and conflates it
+SEND_BUFFER_BYTES = 128 * 1024  # a revoked token's connections are closed within this
+ERRORS = {
+    400: "invalid syntax",
+    401: "not authenticated",
+    402: "auth failed",
+    403: "already authenticated",
+    404: "auth timeout",
+    405: "symbol limit exceeded",
+    406: "connection limit exceeded",
+    407: "slow client",
+}
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+class _Encoded:
+    """One message, encoded at most once per format whatever the number of recipients."""
+
+    __slots__ = ("_json", "_msgpack", "msg")
+
+    def __init__(self, msg: dict[str, Any]) -> None:
+        self.msg = msg
+        self._json: str | None = None
+        self._msgpack: bytes | None = None
+
+    def json(self) -> str:
+        if self._json is None:
+            self._json = json.dumps(_jsonable(self.msg), separators=(",", ":"))
+        return self._json
+
+    def msgpack(self) -> bytes:
+        if self._msgpack is None:
+            self._msgpack = msgpack.packb(self.msg, use_bin_type=True)
+        return self._msgpack
+
+
+def _jsonable(msg: dict[str, Any]) -> dict[str, Any]:
+    t = msg.get("t")
+    if isinstance(t, msgpack.Timestamp):
+        msg = dict(msg)
+        ns = t.to_unix_nano()
+        msg["t"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+    return msg
+
+
+def _control(code: int) -> _Encoded:
+    return _Encoded({"T": "error", "code": code, "msg": ERRORS[code]})
+
+
+@dataclass(eq=False)
+class _Client:
+    conn: ServerConnection
+    use_msgpack: bool
+    token: tokens.Token | None = None
+    subs: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in CHANNELS})
+    pending: dict[Any, _Encoded] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    seq: int = 0
+    delivered: int = 0
+    closing: bool = False
+    close_reason: str | None = None  # set: close the socket once the pending frames (ending in the error) are sent
+
+    def frame(self, items: list[_Encoded]) -> str | bytes:
+        if self.use_msgpack:
+            return _packer.pack_array_header(len(items)) + b"".join(e.msgpack() for e in items)
+        return "[" + ",".join(e.json() for e in items) + "]"
+
+    def subscription(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"T": "subscription"}
+        for c in CHANNELS:
+            msg[c] = sorted(self.subs[c])
+        msg["corrections"] = sorted(self.subs["trades"])
+        msg["cancelErrors"] = sorted(self.subs["trades"])
+        return msg
+
+    def symbol_count(self) -> int:
+        return len(set().union(*self.subs.values()))
+
+
+class FanoutServer:
+    """N of these share one ingest through the bus; each serves any number of Alpaca-protocol clients."""
+
+    def __init__(
+        self,
+        *,
+        warehouse: WarehouseResource,
+        cache: CacheResource,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        queue_limit: int = QUEUE_LIMIT,
+        send_timeout: float = SEND_TIMEOUT_SECONDS,
+        auth_timeout: float = AUTH_TIMEOUT_SECONDS,
+        ping_interval: float = 20.0,
+    ) -> None:
+        self.warehouse = warehouse
+        self.cache = cache
+        self.host = host
+        self.port = port
+        self.queue_limit = queue_limit
+        self.send_timeout = send_timeout
+        self.auth_timeout = auth_timeout
+        self.ping_interval = ping_interval
+        self.clients: set[_Client] = set()
+        self._index: dict[str, dict[str, set[_Client]]] = {c: {} for c in CHANNELS}
+        self._per_token: Counter[str] = Counter()
+        self.delivered = 0
+        self.dropped_slow = 0
+        self.events = 0
+        self.latencies_ms: list[float] = []  # bus publish -> queued for the clients, a rolling sample
+        self.bus: Bus | None = None
+        self.bound = asyncio.Event()
+        self._server: Server | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        client = aioredis.from_url(self.cache.resolved_url(), socket_connect_timeout=2)
+        self.bus = Bus(client, bus_key(self.cache.key_prefix))
+        async with serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_interval,
+            max_size=MAX_MESSAGE_BYTES,
+            max_queue=64,
+        ) as server:
+            self._server = server
+            self.port = next(iter(server.sockets)).getsockname()[1]
+            tasks = [asyncio.create_task(self._fanout()), asyncio.create_task(self._recheck_tokens())]
+            self.bound.set()
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            server.close()
+        await client.aclose()
+
+    def stop(self) -> None:
+        """Thread-safe."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    # ------------------------------------------------------------------ HTTP: /healthz and the live page
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?")[0]
+        if is_upgrade(request):
+            if path.startswith("/v2/") and len(path) > 4:
+                return None  # any feed name reaches the same data, as the issue asks
+            return respond(connection, HTTPStatus.NOT_FOUND, "stream path is /v2/{feed}\n", "text/plain")
+        if path == "/healthz":
+            payload = self.health()
+            payload["bus"] = bool(self.bus and await self.bus.ping())
+            return respond_json(connection, payload, ok=payload["bus"])
+        if path in ("/", "/index.html"):
+            page = resources.files("market_assets.live").joinpath("page.html").read_text()
+            return respond(connection, HTTPStatus.OK, page, "text/html; charset=utf-8")
+        return respond(connection, HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
+
+    def health(self) -> dict[str, Any]:
+        depths = [len(c.pending) for c in self.clients]
+        lat = np.array(self.latencies_ms[-20_000:]) if self.latencies_ms else None
+        return {
+            "service": "serve",
+            "clients": len(self.clients),
+            "queue_depth": {"total": sum(depths), "max": max(depths, default=0)},
+            "events": self.events,
+            "delivered": self.delivered,
+            "dropped_slow_clients": self.dropped_slow,
+            "bus_to_queue_ms": None
+            if lat is None
+            else {"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2)},
+        }
+
+    # ------------------------------------------------------------------ one client
+    async def _handle(self, conn: ServerConnection) -> None:
+        ctype = conn.request.headers.get("Content-Type", "") if conn.request else ""
+        client = _Client(conn, use_msgpack="msgpack" in ctype)
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        writer = asyncio.create_task(self._writer(client))
+        timeout = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout, client)
+        self._push(client, _Encoded({"T": "success", "msg": "connected"}))
+        try:
+            async for raw in conn:
+                await self._on_message(client, raw)
+                if client.token is not None:
+                    timeout.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            timeout.cancel()
+            self._forget(client)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    def _auth_timeout(self, client: _Client) -> None:
+        if client.token is None and not client.closing:
+            self._close_with(client, 404)
+
+    def _close_with(self, client: _Client, code: int) -> None:
+        """Send Alpaca's error frame, then close; the writer does it so frames stay in order."""
+        client.closing = True
+        client.close_reason = ERRORS[code]
+        client.pending[("close", code)] = _control(code)
+        client.wake.set()
+
+    def _push(self, client: _Client, item: _Encoded) -> None:
+        client.seq += 1
+        client.pending[client.seq] = item
+        client.wake.set()
+
+    async def _on_message(self, client: _Client, raw: str | bytes) -> None:
+        if client.closing:
+            return
+        try:
+            if isinstance(raw, str):
+                client.use_msgpack = False
+                msg = json.loads(raw)
+            else:
+                client.use_msgpack = True
+                msg = msgpack.unpackb(raw, raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            self._push(client, _control(400))
+            return
+        if not isinstance(msg, dict):
+            self._push(client, _control(400))
+            return
+        action = msg.get("action")
+        if action == "auth":
+            await self._auth(client, msg)
+        elif action in ("subscribe", "unsubscribe"):
+            if client.token is None:
+                self._push(client, _control(401))
+            else:
+                self._subscribe(client, msg, action == "subscribe")
+        elif client.token is None:
+            self._push(client, _control(401))
+        else:
+            self._push(client, _control(400))
+
+    async def _auth(self, client: _Client, msg: dict[str, Any]) -> None:
+        if client.token is not None:
+            self._push(client, _control(403))
+            return
+        try:
+            token = await asyncio.to_thread(tokens.verify, self.warehouse, msg.get("key"), msg.get("secret"))
+        except Exception as exc:  # the warehouse is down: refuse, do not crash the connection handler
+            log.error("token check failed: %s", exc)
+            token = None
+        if token is None:
+            self._push(client, _control(402))
+            return
+        if self._per_token[token.key] >= token.max_connections:
+            self._close_with(client, 406)
+            return
+        self._per_token[token.key] += 1
+        client.token = token
+        self.clients.add(client)
+        self._push(client, _Encoded({"T": "success", "msg": "authenticated"}))
+
+    def _subscribe(self, client: _Client, msg: dict[str, Any], add: bool) -> None:
+        assert client.token is not None
+        changes: dict[str, list[str]] = {}
+        for channel in CHANNELS:
+            value = msg.get(channel, [])
+            if value is None:
+                continue
+            if not isinstance(value, list) or not all(isinstance(s, str) and 0 < len(s) <= 32 for s in value):
+                self._push(client, _control(400))
+                return
+            changes[channel] = value
+        if add:
+            after = set().union(*client.subs.values(), *changes.values())
+            if len(after) > client.token.max_symbols:
+                self._push(client, _control(405))
+                return
+        for channel, symbols in changes.items():
+            for symbol in symbols:
+                if add:
+                    client.subs[channel].add(symbol)
+                    self._index[channel].setdefault(symbol, set()).add(client)
+                else:
+                    client.subs[channel].discard(symbol)
+                    subscribers = self._index[channel].get(symbol)
+                    if subscribers is not None:
+                        subscribers.discard(client)
+                        if not subscribers:
+                            del self._index[channel][symbol]
+        self._push(client, _Encoded(client.subscription()))
+
+    def _forget(self, client: _Client) -> None:
+        if client in self.clients:
+            self.clients.discard(client)
+            if client.token is not None:
+                self._per_token[client.token.key] -= 1
+        for channel, symbols in client.subs.items():
+            for symbol in symbols:
+                subscribers = self._index[channel].get(symbol)
+                if subscribers is not None:
+                    subscribers.discard(client)
+                    if not subscribers:
+                        del self._index[channel][symbol]
+
+    async def _writer(self, client: _Client) -> None:
+        """Drain the client's pending buffer into frames; the only place that awaits this client's socket."""
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            while True:
+                await client.wake.wait()
+                client.wake.clear()
+                if not client.pending:
+                    continue
+                items = list(client.pending.values())
+                client.pending.clear()
+                closing = client.close_reason
+                try:
+                    await asyncio.wait_for(client.conn.send(client.frame(items)), self.send_timeout)
+                except TimeoutError:
+                    self._drop_slow(client)
+                    return
+                client.delivered += len(items)
+                self.delivered += len(items)
+                if closing:
+                    await client.conn.close(1008, closing)
+                    return
+
+    def _drop_slow(self, client: _Client) -> None:
+        """407 and close, without waiting on a socket that is not being read."""
+        if client.close_reason is None:  # not already counted as an overflow
+            self.dropped_slow += 1
+            client.close_reason = ERRORS[407]
+        self._forget(client)
+        client.closing = True
+        log.warning("dropping slow client %s (407)", client.conn.remote_address)
+        transport = client.conn.transport
+        if transport is not None:
+            transport.abort()
+
+    # ------------------------------------------------------------------ bus -> clients
+    async def _fanout(self) -> None:
+        assert self.bus is not None
+        while True:
+            try:
+                async for msgs, published_ns in self.bus.read():
+                    self._deliver(msgs)
+                    if published_ns:
+                        self.latencies_ms.append((time.time_ns() - published_ns) / 1e6)
+                        if len(self.latencies_ms) > 40_000:
+                            del self.latencies_ms[:20_000]
+            except (aioredis.RedisError, OSError) as exc:
+                log.error("bus read failed (%s); retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+            except Exception:  # a bug must not silently stop the fan-out for every client
+                log.exception("fan-out failed; resuming from the latest event")
+                await asyncio.sleep(0.1)
+
+    def _deliver(self, msgs: list[dict[str, Any]]) -> None:
+        """Never awaits: a client's buffer is a dict insertion; overflow is 407 for that client only."""
+        self.events += len(msgs)
+        overflowed: list[_Client] = []
+        for msg in msgs:
+            kind = msg.get("T")
+            channel = CHANNEL_OF_TYPE.get(kind)  # type: ignore[arg-type]
+            if channel is None:
+                continue
+            by_symbol = self._index[channel]
+            exact = by_symbol.get(msg.get("S", ""), ())
+            star = by_symbol.get("*", ())
+            if not exact and not star:
+                continue
+            item = _Encoded(msg)
+            conflate = kind in CONFLATED
+            for targets in (exact, star):
+                for client in targets:
+                    if client.closing or (targets is star and client in exact):
+                        continue
+                    if conflate:
+                        client.pending[(kind, msg.get("S"))] = item
+                    else:
+                        client.seq += 1
+                        client.pending[client.seq] = item
+                    if len(client.pending) > self.queue_limit:
+                        overflowed.append(client)
+                        client.closing = True  # no more deliveries; forgotten after the loop (sets in use here)
+                        continue
+                    client.wake.set()
+        for client in overflowed:
+            self.dropped_slow += 1
+            log.warning("client %s fell %d messages behind: 407", client.conn.remote_address, len(client.pending))
+            self._forget(client)
+            client.pending.clear()
+            self._close_with(client, 407)
+
+    async def _recheck_tokens(self) -> None:
+        """Close the connections of tokens revoked since they authenticated."""
+        while True:
+            await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+            keys = sorted({c.token.key for c in self.clients if c.token is not None})
+            try:
+                live = await asyncio.to_thread(tokens.live_keys, self.warehouse, keys)
+            except Exception as exc:
+                log.warning("token re-check failed: %s", exc)
+                continue
+            for client in list(self.clients):
+                if client.token is not None and client.token.key not in live:
+                    self._forget(client)
+                    self._close_with(client, 402)
