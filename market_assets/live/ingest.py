@@ -252,8 +252,8 @@ class IngestService:
             raise self.fatal
 
     def stop(self) -> None:
-        """Thread-safe: end ``run()`` after a final flush."""
-        if self._loop is not None and self._stream is not None:
+        """Thread-safe and idempotent: end ``run()`` after a final flush."""
+        if self._loop is not None and self._stream is not None and not self._loop.is_closed():
             stream = self._stream
             self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(stream.stop_ws()))
 

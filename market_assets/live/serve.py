@@ -198,8 +198,8 @@ class FanoutServer:
         await client.aclose()
 
     def stop(self) -> None:
-        """Thread-safe."""
-        if self._loop is not None and self._stop is not None:
+        """Thread-safe and idempotent."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
 
     # ------------------------------------------------------------------ HTTP: /healthz and the live page

@@ -389,6 +389,26 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from market_assets.live.reconcile import reconcile_session
+
+    settings = load_settings()
+    if not settings.alpaca_api_key:
+        raise SettingsError("reconcile compares with Alpaca's REST bars: set ALPACA_API_KEY and ALPACA_SECRET_KEY")
+    session = parse_date(args.session, "--session")
+    warehouse, _ = _live_setup(settings)
+    symbols = list(parse_symbols(args.symbols, "--symbols")) if args.symbols else list(settings.symbols)
+    from market_assets.alpaca.resource import AlpacaResource
+
+    alpaca = AlpacaResource(api_key=settings.alpaca_api_key, secret_key=settings.alpaca_secret_key,
+                            feed=settings.alpaca_feed, data_url=settings.alpaca_data_url)  # fmt: skip
+    report = reconcile_session(warehouse, alpaca, session, symbols)
+    _print(report.summary())
+    for line in report.examples:
+        _print(f"  {line}")
+    return 0 if report.clean else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market-data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -426,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--max-connections", type=int, default=10, help="concurrent connections per serve process")
     tok.add_argument("--max-symbols", type=int, default=1000, help="symbols one connection may subscribe to")
     tok.set_defaults(func=cmd_tokens)
+    rec = sub.add_parser("reconcile", help="compare the streamed minute bars of a session with Alpaca's REST bars")
+    rec.add_argument("--session", required=True, help="YYYY-MM-DD (run before the T+1 replace)")
+    rec.add_argument("--symbols", help="comma-separated (default: MARKET_SYMBOLS)")
+    rec.set_defaults(func=cmd_reconcile)
     return parser
 
 
