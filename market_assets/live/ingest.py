@@ -234,6 +234,7 @@ class IngestService:
             health = await serve(self._health_handler, self.health_host, self.health_port,
                                  process_request=self._process_request)  # fmt: skip
             self.health_port = next(iter(health.sockets)).getsockname()[1]
+            log.info("/healthz on http://%s:%d/healthz", self.health_host, self.health_port)
         self.health_bound.set()
         try:
             await stream._run_forever()

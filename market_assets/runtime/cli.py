@@ -328,7 +328,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     service = IngestService(symbols=symbols, stream_url=url, api_key=key or "", secret_key=secret or "",
                             feed=settings.alpaca_feed, warehouse=warehouse, cache=cache, alpaca=alpaca, clock=clock,
                             health_host=args.health_host, health_port=args.health_port)  # fmt: skip
-    _print(f"market-data stream: {len(symbols)} symbols from {url}; /healthz on {args.health_host}:{args.health_port}")
+    _print(f"market-data stream: {len(symbols)} symbols from {url}")
     if replay is not None:
         replay.start()
     try:
