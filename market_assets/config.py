@@ -209,6 +209,43 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+# --- observability -------------------------------------------------------------------------------
+# ``MARKET_LOG_FORMAT``   ``text`` (default, for people) or ``json`` (one object per line, for a log
+#                         shipper): every component (CLI, Dagster assets, exporter, live services).
+# ``MARKET_METRICS_CACHE_SECONDS``  how long the batch exporter reuses one reading of the Dagster
+#                         instance and the warehouse (default 5): a burst of scrapes costs one set of queries.
+
+LOG_FORMATS = ("text", "json")
+# variables whose values must never reach a log line, an event, metadata or the audit trail
+SECRET_VARIABLES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY")
+# variables that are URLs and may carry a password (shown through redact())
+URL_VARIABLES = ("DATABASE_URL", "DAGSTER_POSTGRES_URL", "REDIS_URL")
+
+
+def load_log_format(environ: Mapping[str, str] | None = None) -> str:
+    """``MARKET_LOG_FORMAT``: ``text`` or ``json``; anything else is a SettingsError naming the variable."""
+    raw = (_reader(environ)("MARKET_LOG_FORMAT") or "text").strip().lower()
+    if raw not in LOG_FORMATS:
+        raise SettingsError(f"MARKET_LOG_FORMAT={raw!r} is not one of {', '.join(LOG_FORMATS)}")
+    return raw
+
+
+def load_metrics_cache_seconds(environ: Mapping[str, str] | None = None) -> float:
+    raw = _reader(environ)("MARKET_METRICS_CACHE_SECONDS")
+    return _parse_positive(raw, "MARKET_METRICS_CACHE_SECONDS") if raw else 5.0
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The secret strings in force (keys, URL passwords), longest first, for log and audit masking."""
+    get = _reader(environ)
+    found = {v for v in (get(n) for n in SECRET_VARIABLES) if v}
+    for name in URL_VARIABLES:
+        match = re.search(r"://[^:/@]+:([^@]+)@", get(name) or "")
+        if match:
+            found.add(match.group(1))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 # --- options ------------------------------------------------------------------------------------
 # ``RISK_FREE_RATE``             continuously compounded annual rate, default 0.045 (4.5 %, the
 #                                level of short T-bills in 2024-2025 and the simulator's rate).

@@ -19,6 +19,7 @@ from market_assets.defs import cache as cache_assets
 from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
 from market_assets.defs.resources import MarketClockResource, OptionParameters
 from market_assets.defs.schedules import after_close_schedule, daily_market_job
+from market_assets.observability.dagster_logger import market_loggers
 from market_assets.warehouse.resource import WarehouseResource
 
 
@@ -74,4 +75,5 @@ defs = Definitions(
     sensors=[intraday_refresh_sensor],
     schedules=[after_close_schedule],
     resources=build_resources(),
+    loggers=market_loggers(),  # MARKET_LOG_FORMAT=json: one JSON object per line from every run
 )

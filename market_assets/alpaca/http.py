@@ -9,12 +9,15 @@ paging, parsing) stays exactly as shipped.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -64,21 +67,58 @@ class RateLimiter:
             self._tokens = 0.0
 
 
+_SYMBOL_SEGMENT = re.compile(r"^[A-Z0-9.]{1,21}$")  # a ticker or an OCC symbol in a path: not part of the endpoint
+
+
+def endpoint_of(url: str) -> str:
+    """The path with symbols replaced by ``{symbol}``: bounded label values for the audit trail and metrics."""
+    parts = urlsplit(url).path.split("/")
+    return "/".join("{symbol}" if _SYMBOL_SEGMENT.match(p) and not p.isdigit() else p for p in parts)
+
+
 @dataclass
 class HttpStats:
     requests: int = 0
     retries: int = 0
     throttled_seconds: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
+    # endpoint -> {"requests": n, "retries": n, "statuses": {"200": n, "429": n, "0": n (no response)}}
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, status: int | None, retried: bool) -> None:
+    def record(self, status: int | None, retried: bool, endpoint: str = "") -> None:
         with self._lock:
             self.requests += 1
             if retried:
                 self.retries += 1
             if status is not None:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
+            tally = self.endpoints.setdefault(endpoint, {"requests": 0, "retries": 0, "statuses": {}})
+            tally["requests"] += 1
+            tally["retries"] += int(retried)
+            code = str(status or 0)
+            tally["statuses"][code] = tally["statuses"].get(code, 0) + 1
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """A copy of the per-endpoint tallies, to subtract later (``since``)."""
+        with self._lock:
+            return copy.deepcopy(self.endpoints)
+
+    def since(self, before: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per-endpoint requests, retries and statuses since `before` (a resource is shared by a run's steps)."""
+        now = self.snapshot()
+        out: dict[str, dict[str, Any]] = {}
+        for endpoint, tally in now.items():
+            old = before.get(endpoint, {"requests": 0, "retries": 0, "statuses": {}})
+            statuses = {c: n - old["statuses"].get(c, 0) for c, n in tally["statuses"].items()}
+            delta = {
+                "requests": tally["requests"] - old["requests"],
+                "retries": tally["retries"] - old["retries"],
+                "statuses": {c: n for c, n in statuses.items() if n},
+            }
+            if delta["requests"]:
+                out[endpoint] = delta
+        return out
 
 
 def _describe(method: str, url: str) -> str:
@@ -134,18 +174,19 @@ class ResilientSession(requests.Session):
     def request(self, method: str, url: str, *args, **kwargs) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout)
         what = _describe(method, url)
+        endpoint = endpoint_of(url)
         last_problem = ""
         for attempt in range(1, self.max_attempts + 1):
             self.stats.throttled_seconds += self.limiter.acquire()
             try:
                 response = super().request(method, url, *args, **kwargs)
             except (requests.Timeout, requests.ConnectionError) as exc:
-                self.stats.record(None, retried=attempt > 1)
+                self.stats.record(None, retried=attempt > 1, endpoint=endpoint)
                 last_problem = f"{type(exc).__name__}"
                 wait = self.backoff(attempt)
             else:
                 status = response.status_code
-                self.stats.record(status, retried=attempt > 1)
+                self.stats.record(status, retried=attempt > 1, endpoint=endpoint)
                 if status in (401, 403):
                     raise AlpacaAuthError(
                         f"Alpaca refused the credentials (HTTP {status}) on {what}: check ALPACA_API_KEY and "

@@ -32,7 +32,6 @@ from market_assets.warehouse import tables
 from market_assets.warehouse.queries.bars import (
     active_symbols,
     contract_violations,
-    deactivate_symbols_except,
     missing_daily_bars,
 )
 from market_assets.warehouse.resource import WarehouseResource
@@ -53,9 +52,13 @@ def symbols(context: AssetExecutionContext, config: SymbolsConfig, warehouse: Wa
     universe = (
         parse_symbols(",".join(config.symbols), "symbols (run config)") if config.symbols else load_settings().symbols
     )
-    warehouse.upsert_symbols(list(universe))
-    deactivate_symbols_except(warehouse, list(universe))
-    context.log.info("universe: %d symbols", len(universe))
+    change = warehouse.set_universe(list(universe), run_id=context.run.run_id)  # audited in the same transaction
+    context.log.info(
+        "universe: %d symbols (added %s, deactivated %s)",
+        len(universe),
+        ", ".join(change["added"]) or "none",
+        ", ".join(change["deactivated"]) or "none",
+    )
     return MaterializeResult(metadata={"symbols": MetadataValue.int(len(universe)), "universe": ", ".join(universe)})
 
 
@@ -116,6 +119,7 @@ def ingest_bars(
     first, last = partition_dates(context)
     started = datetime.now().astimezone()
     requests_before, retries_before = alpaca.stats.requests, alpaca.stats.retries
+    endpoints_before = alpaca.stats.snapshot()
     partition_key = f"{first}..{last}" if first != last else str(first)
     dataset = table.name.split(".")[1]
 
@@ -134,6 +138,7 @@ def ingest_bars(
             started_at=started,
             status=status,
             error=error,
+            api_calls=alpaca.stats.since(endpoints_before),
         )
 
     try:

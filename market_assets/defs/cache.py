@@ -116,6 +116,15 @@ def market_cache(
             dict(report.skipped),
             "; ".join(report.errors),
         )
+    warehouse.audit(
+        "cache_warm",
+        "warmed" if report.ok else "incomplete",
+        actor="pipeline",
+        subject=cache.key_prefix,
+        run_id=context.run.run_id,
+        partition_key=str(last),
+        details={"written": dict(report.written), "skipped": dict(report.skipped), "errors": report.errors},
+    )
     metadata = {
         **report_metadata(report),
         "symbols": MetadataValue.int(len(symbols)),

@@ -179,6 +179,7 @@ def ingestion_logged(
     (and zero counts) on failure, with the HTTP requests and retries the block made."""
     counts, started = IngestCounts(), datetime.now().astimezone()
     requests, retries = alpaca.stats.requests, alpaca.stats.retries
+    endpoints = alpaca.stats.snapshot()
 
     def log(error: str | None) -> None:
         ok = error is None
@@ -196,6 +197,7 @@ def ingestion_logged(
             started_at=started,
             status="success" if ok else "failed",
             error=error,
+            api_calls=alpaca.stats.since(endpoints),
         )
 
     try:

@@ -8,6 +8,7 @@ universe and window, and say plainly what happened, with an exit code a schedule
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -16,7 +17,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from market_assets.config import Settings, SettingsError, load_option_settings, load_settings, parse_date, parse_symbols
+from market_assets.config import (
+    Settings,
+    SettingsError,
+    load_log_format,
+    load_metrics_cache_seconds,
+    load_option_settings,
+    load_settings,
+    parse_date,
+    parse_symbols,
+)
 from market_assets.errors import MarketDataError
 
 # the tables the run summary counts, from the registry (its partition column gives the "in window" count)
@@ -26,6 +36,7 @@ SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "
 # Dagster's documented run tags for a single-run partition range (the tag names are public; their constants are not)
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+EPHEMERAL_JOB = "__ephemeral_asset_job__"  # the name dagster.materialize() gives its job (public in the UI)
 QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -39,8 +50,16 @@ class StepOutcome:
     error: str | None = None
 
 
+log = logging.getLogger("market_assets.cli")
+
+
 def _print(message: str) -> None:
-    print(message, flush=True)
+    """The report for people on stdout; with MARKET_LOG_FORMAT=json, the same lines as JSON log events."""
+    if load_log_format() == "json":
+        if message.strip():
+            log.info(message.strip())
+    else:
+        print(message, flush=True)
 
 
 def default_window(settings: Settings, now: datetime | None = None) -> tuple[date, date]:
@@ -59,9 +78,10 @@ def _materialize(
     run_config: dict[str, Any] | None = None,
     partition_range: tuple[date, date] | None = None,
 ) -> StepOutcome:
-    from dagster import materialize
+    from dagster import Definitions, define_asset_job
 
     from market_assets.definitions import defs
+    from market_assets.observability.dagster_logger import market_loggers
 
     tags: dict[str, str] = {"market/source": "cli"}
     if partition_range:
@@ -70,14 +90,15 @@ def _materialize(
     all_assets = list(defs.assets or [])
     t0 = time.perf_counter()
     try:
-        result = materialize(
-            all_assets,
-            selection=selection,
-            instance=instance,
+        # dagster.materialize() with our loggers: it takes none, so the same ephemeral job is built here
+        job = Definitions(
+            jobs=[define_asset_job(name=EPHEMERAL_JOB, selection=selection)],
+            assets=all_assets,
             resources=dict(defs.resources or {}),
-            run_config={**QUIET_LOGGING, **(run_config or {})},
-            tags=tags,
-            raise_on_error=False,
+            loggers=market_loggers(),
+        ).resolve_job_def(EPHEMERAL_JOB)
+        result = job.execute_in_process(
+            run_config={**QUIET_LOGGING, **(run_config or {})}, instance=instance, tags=tags, raise_on_error=False
         )
     except Exception as exc:  # definition or config errors: report, do not hide
         return StepOutcome(name, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
@@ -157,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print(f"  {'window':<14} {start} .. {end}")
     endpoints = resolve_endpoints(settings)
     export_environment(settings, endpoints)
+    audit_settings(settings, endpoints.database_url, "market-data run")
 
     from dagster import AssetSelection, DagsterInstance
 
@@ -228,6 +250,73 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not ok:
         _print("  see the Dagster UI for details: market-data dev")
     return 0 if ok else 1
+
+
+def settings_in_force(settings: Settings) -> dict[str, str]:
+    """What a start-up audit row records: the resolved settings, URLs masked, keys only as set / not set."""
+    options = load_option_settings()
+    return {
+        **settings.describe(),
+        "alpaca_keys": "set" if settings.alpaca_api_key else "not set",
+        "rate_limit_per_minute": str(settings.rate_limit_per_minute),
+        "http_timeout_seconds": str(settings.http_timeout_seconds),
+        "risk_free_rate": str(options.risk_free_rate),
+        "options_feed": options.feed,
+        "log_format": load_log_format(),
+    }
+
+
+def audit_settings(settings: Settings, database_url: str, command: str) -> None:
+    """Apply migrations (they audit themselves), then record the settings this process starts with."""
+    from market_assets.warehouse.resource import WarehouseResource
+
+    warehouse = WarehouseResource(database_url=database_url)
+    warehouse.migrate()
+    warehouse.audit("settings", "start", actor="cli", subject=command, details=settings_in_force(settings))
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from market_assets.observability.health import run_checks
+
+    checks = run_checks(load_settings())
+    for check in checks:
+        if load_log_format() == "json":
+            (log.info if check.ok else log.error)(check.line(), extra={"fields": {"check": check.name, "ok": check.ok}})
+        else:
+            print(check.line(), flush=True)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from market_assets.cache.resource import CacheResource
+    from market_assets.definitions import defs
+    from market_assets.observability.exporter import BatchCollector, build_registry
+    from market_assets.observability.metrics import serve_metrics
+    from market_assets.runtime.services import export_environment, resolve_endpoints
+    from market_assets.warehouse.resource import WarehouseResource
+
+    settings = load_settings()
+    env = export_environment(settings, resolve_endpoints(settings))
+    audit_settings(settings, env["DATABASE_URL"], "market-data metrics")
+    repo = defs.get_repository_def()
+    instance = DagsterInstance.get()
+    collector = BatchCollector(
+        instance=lambda: instance,
+        warehouse=WarehouseResource(database_url=env["DATABASE_URL"]),
+        cache=CacheResource(redis_url=env["REDIS_URL"]),
+        asset_keys=sorted(repo.asset_graph.get_all_asset_keys(), key=lambda k: k.to_user_string()),
+        jobs=sorted({j.name for j in repo.get_all_jobs()} | {EPHEMERAL_JOB}),
+        ttl=load_metrics_cache_seconds(),
+    )
+    server, thread = serve_metrics(args.port, build_registry(collector), host=args.host)
+    _print(f"metrics on http://{args.host}:{args.port}/metrics (readings cached {collector.ttl:g}s)")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -425,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     services = sub.add_parser("services", help="start or stop the embedded PostgreSQL and Redis")
     services.add_argument("action", choices=["start", "stop"])
     services.set_defaults(func=cmd_services)
+    health = sub.add_parser("health", help="check warehouse, migrations, Redis and Alpaca; exit 0 only if all pass")
+    health.set_defaults(func=cmd_health)
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics of the batch platform on /metrics")
+    metrics.add_argument("--port", type=int, default=9464)
+    metrics.add_argument("--host", default="127.0.0.1")
+    metrics.set_defaults(func=cmd_metrics)
     sim = sub.add_parser("simulator", help="run the offline Alpaca-compatible simulator in the foreground")
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--seed", type=int, default=7)
@@ -456,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from market_assets.observability.logging import configure
+
+        configure("cli", level=logging.INFO if load_log_format() == "json" else logging.WARNING)
         return int(args.func(args))
     except SettingsError as exc:
         print(f"market-data: configuration error: {exc}", file=sys.stderr)

@@ -209,3 +209,23 @@ def stop_redis(data_home: Path) -> bool:
     with contextlib.suppress(redis.ConnectionError):
         redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=True)
     return True
+
+
+# --- probes that never start anything (market-data health) ---------------------------------------
+
+
+def running_postgres(data_home: Path) -> EmbeddedPostgres | None:
+    """The embedded server if its postmaster.pid names a socket directory that exists; None otherwise."""
+    pgdata = (data_home / "postgres").resolve()
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4] else pgdata  # line 5: the unix socket directory
+    return EmbeddedPostgres(socket_dir=socket_dir, pgdata=pgdata) if socket_dir.exists() else None
+
+
+def running_redis(data_home: Path) -> str | None:
+    """The embedded Redis' URL if its socket exists (whether it answers is the caller's check)."""
+    socket_path = _redis_paths(data_home)[1]
+    return f"unix://{socket_path}" if socket_path.exists() else None

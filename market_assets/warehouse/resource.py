@@ -28,6 +28,7 @@ from pydantic import PrivateAttr
 
 from market_assets.domain.symbols import SYMBOL_PATTERN
 from market_assets.errors import MigrationChangedError, UnreachableError
+from market_assets.observability import audit
 from market_assets.warehouse._copy import SIGNATURE, TRAILER, encode_rows
 from market_assets.warehouse.migrations import migration_files
 from market_assets.warehouse.tables import QUARANTINE, Table
@@ -221,6 +222,9 @@ class WarehouseResource(ConfigurableResource):
                     (name, checksum),
                 )
                 applied.append(name)
+            if applied and audit.audit_table_exists(conn):  # same transaction: audited iff applied
+                for name in applied:
+                    audit.record(conn, "migration", "applied", actor="migrations", subject=name)
         return applied
 
     # --- writes -----------------------------------------------------------------------------
@@ -416,7 +420,9 @@ class WarehouseResource(ConfigurableResource):
             )
         return len(symbols)
 
-    def log_ingestion(self, **fields: Any) -> None:
+    def log_ingestion(self, *, api_calls: dict[str, dict[str, Any]] | None = None, **fields: Any) -> None:
+        """One market.ingestion_log row and, when `api_calls` is given (per endpoint: requests, retries,
+        statuses; ``HttpStats.since``), its audit summary, in one transaction."""
         columns = ", ".join(fields)
         placeholders = ", ".join(["%s"] * len(fields))
         with self.connect() as conn:
@@ -424,6 +430,47 @@ class WarehouseResource(ConfigurableResource):
                 f"INSERT INTO market.ingestion_log ({columns}) VALUES ({placeholders})",
                 tuple(fields.values()),
             )
+            if api_calls is not None:
+                audit.record(
+                    conn,
+                    "api_calls",
+                    "summary",
+                    actor="pipeline",
+                    subject=fields.get("asset"),
+                    run_id=fields.get("run_id"),
+                    partition_key=fields.get("partition_key"),
+                    details={"status": fields.get("status"), "endpoints": api_calls},
+                )
+
+    def set_universe(self, symbols: Sequence[str], *, run_id: str | None = None, actor: str = "pipeline") -> dict:
+        """Make exactly `symbols` active (others kept, inactive); audit what changed in the same transaction."""
+        wanted = list(dict.fromkeys(symbols))
+        with self.connect() as conn:
+            before = {r[0] for r in conn.execute("SELECT symbol FROM market.symbols WHERE active").fetchall()}
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO market.symbols (symbol) VALUES (%s) "
+                    "ON CONFLICT (symbol) DO UPDATE SET active = true, updated_at = now()",
+                    [(s,) for s in wanted],
+                )
+            conn.execute(
+                "UPDATE market.symbols SET active = false, updated_at = now() WHERE active AND NOT symbol = ANY(%s)",
+                (wanted,),
+            )
+            change = {
+                "added": sorted(set(wanted) - before),
+                "deactivated": sorted(before - set(wanted)),
+                "active": len(wanted),
+            }
+            if change["added"] or change["deactivated"]:
+                audit.record(conn, "universe", "changed", actor=actor, subject="market.symbols", run_id=run_id,
+                             details=change)  # fmt: skip
+        return change
+
+    def audit(self, kind: str, action: str, **fields: Any) -> None:
+        """An audit row in a transaction of its own (events that change no warehouse data: cache warms, start-up)."""
+        with self.connect() as conn:
+            audit.record(conn, kind, action, **fields)
 
     # --- reads ------------------------------------------------------------------------------
 

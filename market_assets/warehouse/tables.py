@@ -414,6 +414,23 @@ API_TOKENS = Table(
     server_columns=("created_at", "revoked_at"),
 )
 
+# append-only (migration 040): written through observability.audit, never by the partition writer
+AUDIT_LOG = Table(
+    "market.audit_log",
+    (
+        ("kind", "text"),
+        ("action", "text"),
+        ("actor", "text"),
+        ("subject", "text"),
+        ("run_id", "text"),
+        ("partition_key", "text"),
+        ("details", "jsonb"),
+    ),
+    key=("id", "ts"),
+    server_columns=("id", "ts"),
+    monthly=True,
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -437,6 +454,7 @@ TABLES: dict[str, Table] = {
         OPTIONS_BY_STRIKE,
         OPTIONS_UNUSUAL_ACTIVITY,
         API_TOKENS,
+        AUDIT_LOG,
     )
 }
 

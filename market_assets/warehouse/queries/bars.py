@@ -29,15 +29,6 @@ def active_symbols(warehouse: WarehouseResource) -> list[str]:
     return frame["symbol"].tolist() if not frame.empty else []
 
 
-def deactivate_symbols_except(warehouse: WarehouseResource, universe: Sequence[str]) -> None:
-    """Mark every active symbol outside `universe` inactive (the seed upserts the rest as active)."""
-    with warehouse.connect() as conn:
-        conn.execute(
-            "UPDATE market.symbols SET active = false, updated_at = now() WHERE active AND NOT symbol = ANY(%s)",
-            (list(universe),),
-        )
-
-
 def daily_bars(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
     """Daily bars of `symbols` with session in [start, last]; `session` as datetime.date values."""
     if not symbols:
