@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,6 +32,7 @@ from market_assets.warehouse.tables import TABLES
 
 log = logging.getLogger(__name__)
 _FAMILIES = {f.name: f for f in BATCH_FAMILIES}
+_NEW_YORK = ZoneInfo(NEW_YORK)
 
 INGESTION_SQL = (
     "SELECT asset, dataset, status, count(*), sum(rows_fetched), sum(rows_written), sum(rows_quarantined),"
@@ -54,7 +56,7 @@ def _family(name: str) -> Metric:
 
 
 def session_is_open(now: datetime) -> bool:
-    day = now.astimezone(NEW_YORK).date()
+    day = now.astimezone(_NEW_YORK).date()
     if not sessions_between(day, day):
         return False
     open_, close = session_open_close(day)
@@ -183,7 +185,7 @@ class BatchCollector(Collector):
                 if latest is None:
                     continue
                 behind.add_metric([table.name], sessions_behind(latest, now))
-                midnight = datetime.combine(latest, datetime.min.time(), NEW_YORK)
+                midnight = datetime.combine(latest, datetime.min.time(), _NEW_YORK)
                 last_session.add_metric([table.name], midnight.timestamp())
         for (asset, dataset), values in sorted(by_dataset.items()):
             for n, v in zip(names, values, strict=True):
