@@ -42,7 +42,7 @@ def cache(redis_url: str) -> Iterator[CacheResource]:
 
 
 def scrape(registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
-    server, thread = serve_metrics(0, registry, host="127.0.0.1")
+    server, _ = serve_metrics(0, registry, host="127.0.0.1")
     try:
         port = server.server_port
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -104,10 +104,14 @@ def test_metrics_after_a_pipeline_run_match_what_happened(
     throttled = sim.stats.statuses[429]
     assert throttled > 0
     assert value("market_alpaca_responses_total", endpoint="/v2/stocks/bars", status="429") == throttled
-    assert value("market_alpaca_responses_total", endpoint="/v2/stocks/bars", status="401") == sim.stats.statuses[401] == 1
+    assert (
+        value("market_alpaca_responses_total", endpoint="/v2/stocks/bars", status="401") == sim.stats.statuses[401] == 1
+    )
     assert value("market_alpaca_retries_total", asset="daily_bars") == throttled  # one retry per 429
 
-    assert value("market_dagster_runs", job="__ephemeral_asset_job__", status="SUCCESS") == 1  # the backfill (seeding used its own instance)
+    assert (
+        value("market_dagster_runs", job="__ephemeral_asset_job__", status="SUCCESS") == 1
+    )  # the backfill (seeding used its own instance)
     assert value("market_dagster_runs", job="__ephemeral_asset_job__", status="FAILURE") == 1
     age = value("market_asset_last_materialization_age_seconds", asset="daily_bars")
     assert 0 <= age < 120
