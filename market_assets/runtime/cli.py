@@ -98,7 +98,7 @@ def _materialize(
             loggers=market_loggers(),
         ).resolve_job_def(EPHEMERAL_JOB)
         result = job.execute_in_process(
-            run_config={**QUIET_LOGGING, **(run_config or {})}, instance=instance, tags=tags, raise_on_error=False
+            run_config={**_run_logging(), **(run_config or {})}, instance=instance, tags=tags, raise_on_error=False
         )
     except Exception as exc:  # definition or config errors: report, do not hide
         return StepOutcome(name, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
@@ -122,6 +122,13 @@ def _materialize(
         else:
             outcome.error = "run failed"
     return outcome
+
+
+def _run_logging() -> dict[str, Any]:
+    """Text: Dagster quiet (the CLI prints its own report). JSON: Dagster's whole event stream, for a log shipper."""
+    if load_log_format() == "json":
+        return {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
+    return QUIET_LOGGING
 
 
 def _selects_something(selection: Any) -> bool:
