@@ -10,6 +10,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
@@ -35,3 +36,8 @@ def respond_json(connection: ServerConnection, payload: dict[str, Any], *, ok: b
 
 def is_upgrade(request: Any) -> bool:
     return "websocket" in request.headers.get("Upgrade", "").lower()
+
+
+def respond_metrics(connection: ServerConnection, registry: CollectorRegistry) -> Response:
+    """``/metrics``: the service's own Prometheus metrics (observability.metrics), on the same port as /healthz."""
+    return respond(connection, HTTPStatus.OK, generate_latest(registry), CONTENT_TYPE_LATEST)

@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -52,11 +52,14 @@ from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.domain.sessions import nyse
 from market_assets.errors import AlpacaAuthError, AlpacaError
 from market_assets.live.bus import Bus, bus_key
-from market_assets.live.http import respond, respond_json
+from market_assets.live.http import respond, respond_json, respond_metrics
+from market_assets.observability.metrics import StreamMetrics
 from market_assets.warehouse import tables
 from market_assets.warehouse.resource import WarehouseResource
 
 log = logging.getLogger(__name__)
+# Alpaca's message type -> the channel label of the stream metrics
+CHANNEL_OF_TYPE = {"b": "bars", "u": "updatedBars", "d": "dailyBars", "t": "trades", "q": "quotes", "s": "statuses"}
 
 CHANNELS = ("bars", "updatedBars", "dailyBars", "trades", "quotes", "statuses")
 BAR_TYPES = frozenset({"b", "u"})
@@ -194,6 +197,7 @@ class IngestService:
         self.rejected = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # arrival -> Redis acknowledged
         self.warehouse_lag_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # arrival -> committed
+        self.metrics = StreamMetrics()  # served on /metrics (names and meaning: observability.metrics)
         self._queue: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
         self._pending: dict[tuple[str, int], tuple[dict[str, Any], float]] = {}
         self._streamed_at: dict[tuple[str, int], float] = {}  # when the stream last delivered a minute
@@ -269,6 +273,7 @@ class IngestService:
     def classify_error(self, msg: dict[str, Any]) -> None:
         """Alpaca's error codes -> stop (configuration) or retry (transient), never alpaca-py's silent loops."""
         code, text = msg.get("code"), msg.get("msg", "")
+        self.metrics.errors.labels(f"alpaca_{code}").inc()
         fatal: BaseException | None = None
         if code == 402:
             fatal = StreamAuthError(
@@ -307,6 +312,9 @@ class IngestService:
         """Subscription acknowledged: everything from now on arrives live; fetch what came before through REST."""
         self.connections += 1
         self._connected = True
+        self.metrics.connected.set(1)
+        if self.connections > 1:
+            self.metrics.reconnects.inc()
         self._last_message_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._backfill(), name="stream-backfill"))
 
@@ -324,6 +332,10 @@ class IngestService:
             self._last_message_at = time.monotonic()
             self.received += len(batch)
             msgs = [m for _, m in batch]
+            channels = Counter(CHANNEL_OF_TYPE.get(m.get("T"), "other") for m in msgs)
+            now = time.time()
+            for channel, count in channels.items():
+                self.metrics.received(channel, count, now=now)
             changed: set[str] = set()
             for arrived, msg in batch:
                 if msg.get("T") in BAR_TYPES:
@@ -337,7 +349,10 @@ class IngestService:
                 await asyncio.gather(self._write_market(changed), self.bus.publish(msgs))
             except (aioredis.RedisError, OSError) as exc:  # the warehouse does not depend on Redis: keep going
                 log.warning("Redis write failed (%s): %d message(s) not published", exc, len(msgs))
+                self.metrics.errors.labels("redis").inc()
                 continue
+            for channel, count in channels.items():
+                self.metrics.messages_published.labels(channel).inc(count)
             done = time.perf_counter()
             self.latencies_ms.extend((done - arrived) * 1e3 for arrived, m in batch if m.get("T") in BAR_TYPES)
 
@@ -419,6 +434,7 @@ class IngestService:
                 await self.flush()
             except Exception as exc:  # the warehouse is down: keep the bars and try again next tick
                 log.warning("warehouse upsert failed, retrying: %s", exc)
+                self.metrics.errors.labels("warehouse").inc()
 
     async def flush(self) -> int:
         """Upsert the parked minute bars (validated) into market.bars_minute; returns the rows written."""
@@ -473,6 +489,7 @@ class IngestService:
             raw = await asyncio.to_thread(self.alpaca.fetch_bars, self.symbols, "1Min", start.to_pydatetime(), now)
         except Exception as exc:  # REST down: the T+1 replace still fills the day; say so loudly
             log.error("backfill of %s .. %s failed: %s", start, now, exc)
+            self.metrics.errors.labels("backfill").inc()
             return
         changed: set[str] = set()
         added = 0
@@ -507,6 +524,7 @@ class IngestService:
                 log.warning("no message for %.0f s during the session: reconnecting", silent)
                 self.watchdog_reconnects += 1
                 self._connected = False
+                self.metrics.connected.set(0)
                 self._last_message_at = time.monotonic()
                 with contextlib.suppress(Exception):
                     await stream._ws.close()
@@ -535,6 +553,10 @@ class IngestService:
         }
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response:
+        if request.path.split("?")[0] == "/metrics":
+            self.metrics.queue_depth.labels("messages").set(self._queue.qsize())
+            self.metrics.queue_depth.labels("pending_bars").set(len(self._pending))
+            return respond_metrics(connection, self.metrics.registry)
         if request.path.split("?")[0] == "/healthz":
             payload = self.health()
             payload["bus"] = bool(self.bus and await self.bus.ping())

@@ -40,7 +40,8 @@ from websockets.http11 import Request, Response
 from market_assets.cache.resource import CacheResource
 from market_assets.live import tokens
 from market_assets.live.bus import Bus, bus_key
-from market_assets.live.http import is_upgrade, respond, respond_json
+from market_assets.live.http import is_upgrade, respond, respond_json, respond_metrics
+from market_assets.observability.metrics import ServeMetrics
 from market_assets.warehouse.resource import WarehouseResource
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class FanoutServer:
         self.dropped_slow = 0
         self.events = 0
         self.latencies_ms: list[float] = []  # bus publish -> queued for the clients, a rolling sample
+        self.metrics = ServeMetrics()  # served on /metrics (names and meaning: observability.metrics)
+        self._audits: set[asyncio.Task[None]] = set()
         self.bus: Bus | None = None
         self.bound = asyncio.Event()
         self._server: Server | None = None
@@ -209,6 +212,10 @@ class FanoutServer:
             if path.startswith("/v2/") and len(path) > 4:
                 return None  # any feed name reaches the same data, as the issue asks
             return respond(connection, HTTPStatus.NOT_FOUND, "stream path is /v2/{feed}\n", "text/plain")
+        if path == "/metrics":
+            self.metrics.clients.set(len(self.clients))
+            self.metrics.queue_depth.set(max((len(c.pending) for c in self.clients), default=0))
+            return respond_metrics(connection, self.metrics.registry)
         if path == "/healthz":
             payload = self.health()
             payload["bus"] = bool(self.bus and await self.bus.ping())
@@ -257,6 +264,9 @@ class FanoutServer:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+            self.metrics.clients.set(len(self.clients))
+            if client.token is not None:
+                self._audit("disconnect", client, delivered=client.delivered, reason=client.close_reason or "closed")
 
     def _auth_timeout(self, client: _Client) -> None:
         if client.token is None and not client.closing:
@@ -311,8 +321,12 @@ class FanoutServer:
             token = await asyncio.to_thread(tokens.verify, self.warehouse, msg.get("key"), msg.get("secret"))
         except Exception as exc:  # the warehouse is down: refuse, do not crash the connection handler
             log.error("token check failed: %s", exc)
+            self.metrics.errors.labels("token_check").inc()
             token = None
         if token is None:
+            self.metrics.auth_failures.inc()
+            key = msg.get("key")
+            self._audit("auth_failed", client, key=key[:64] if isinstance(key, str) else None)
             self._push(client, _control(402))
             return
         if self._per_token[token.key] >= token.max_connections:
@@ -321,7 +335,30 @@ class FanoutServer:
         self._per_token[token.key] += 1
         client.token = token
         self.clients.add(client)
+        self.metrics.connections.inc()
+        self.metrics.clients.set(len(self.clients))
+        self._audit("connect", client)
         self._push(client, _Encoded({"T": "success", "msg": "authenticated"}))
+
+    def _audit(self, action: str, client: _Client, **details: Any) -> None:
+        """A websocket audit row, written off the event loop; a warehouse outage is logged, never raised."""
+        token = client.token
+        row = {"peer": str(client.conn.remote_address), **details}
+        if token is not None:
+            row["token_name"] = token.name
+
+        async def write() -> None:
+            try:
+                subject = token.key if token else row.get("key")  # an auth failure: the key that was tried
+                await asyncio.to_thread(self.warehouse.audit, "websocket", action, actor="serve",
+                                        subject=subject, details=row)  # fmt: skip
+            except Exception as exc:
+                log.warning("audit row (websocket %s) not written: %s", action, exc)
+                self.metrics.errors.labels("audit").inc()
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
 
     def _subscribe(self, client: _Client, msg: dict[str, Any], add: bool) -> None:
         assert client.token is not None
@@ -384,6 +421,8 @@ class FanoutServer:
                     return
                 client.delivered += len(items)
                 self.delivered += len(items)
+                for item in items:
+                    self.metrics.messages_sent.labels(CHANNEL_OF_TYPE.get(item.msg.get("T"), "control")).inc()
                 if closing:
                     await client.conn.close(1008, closing)
                     return
@@ -392,6 +431,7 @@ class FanoutServer:
         """407 and close, without waiting on a socket that is not being read."""
         if client.close_reason is None:  # not already counted as an overflow
             self.dropped_slow += 1
+            self.metrics.slow_client_drops.inc()
             client.close_reason = ERRORS[407]
         self._forget(client)
         client.closing = True
@@ -409,13 +449,16 @@ class FanoutServer:
                     self._deliver(msgs)
                     if published_ns:
                         self.latencies_ms.append((time.time_ns() - published_ns) / 1e6)
+                        self.metrics.delivery_latency.observe((time.time_ns() - published_ns) / 1e9)
                         if len(self.latencies_ms) > 40_000:
                             del self.latencies_ms[:20_000]
             except (aioredis.RedisError, OSError) as exc:
                 log.error("bus read failed (%s); retrying in 1 s", exc)
+                self.metrics.errors.labels("bus").inc()
                 await asyncio.sleep(1.0)
             except Exception:  # a bug must not silently stop the fan-out for every client
                 log.exception("fan-out failed; resuming from the latest event")
+                self.metrics.errors.labels("fanout").inc()
                 await asyncio.sleep(0.1)
 
     def _deliver(self, msgs: list[dict[str, Any]]) -> None:
@@ -427,6 +470,7 @@ class FanoutServer:
             channel = CHANNEL_OF_TYPE.get(kind)  # type: ignore[arg-type]
             if channel is None:
                 continue
+            self.metrics.messages_in.labels(channel).inc()
             by_symbol = self._index[channel]
             exact = by_symbol.get(msg.get("S", ""), ())
             star = by_symbol.get("*", ())
@@ -450,6 +494,7 @@ class FanoutServer:
                     client.wake.set()
         for client in overflowed:
             self.dropped_slow += 1
+            self.metrics.slow_client_drops.inc()
             log.warning("client %s fell %d messages behind: 407", client.conn.remote_address, len(client.pending))
             self._forget(client)
             client.pending.clear()

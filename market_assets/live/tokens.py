@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from market_assets.errors import SettingsError
+from market_assets.observability import audit
 from market_assets.warehouse.resource import WarehouseResource
 
 DEFAULT_MAX_CONNECTIONS = 10
@@ -62,6 +63,8 @@ def create(
             " VALUES (%s, %s, %s, %s, %s)",
             (key, name, hash_secret(secret), max_connections, max_symbols),
         )
+        details = {"name": name, "max_connections": max_connections, "max_symbols": max_symbols}
+        audit.record(conn, "token", "created", actor="cli", subject=key, details=details)  # same transaction
     return key, secret
 
 
@@ -84,10 +87,14 @@ def _none(value: object) -> datetime | None:
 def revoke(warehouse: WarehouseResource, key_or_name: str) -> int:
     """Revoke the live token with this key or name; returns how many were revoked (0 or 1)."""
     with warehouse.connect() as conn:
-        return conn.execute(
-            "UPDATE market.api_tokens SET revoked_at = now() WHERE (key = %s OR name = %s) AND revoked_at IS NULL",
+        revoked = conn.execute(
+            "UPDATE market.api_tokens SET revoked_at = now() WHERE (key = %s OR name = %s) AND revoked_at IS NULL"
+            " RETURNING key, name",
             (key_or_name, key_or_name),
-        ).rowcount
+        ).fetchall()
+        for key, name in revoked:  # audited in the same transaction as the revocation
+            audit.record(conn, "token", "revoked", actor="cli", subject=key, details={"name": name})
+        return len(revoked)
 
 
 def verify(warehouse: WarehouseResource, key: object, secret: object) -> Token | None:

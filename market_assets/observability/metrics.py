@@ -171,8 +171,7 @@ class ServeMetrics:
         )
         self.delivery_latency = Histogram(
             "market_serve_delivery_latency_seconds",
-            "From the message entering the bus to its send to a client.",
-            ["channel"],
+            "From a batch's publication on the bus to its queueing for the subscribed clients.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

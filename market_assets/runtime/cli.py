@@ -28,6 +28,7 @@ from market_assets.config import (
     parse_symbols,
 )
 from market_assets.errors import MarketDataError
+from market_assets.observability.logging import configure
 
 # the tables the run summary counts, from the registry (its partition column gives the "in window" count)
 SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.indicators_daily",
@@ -306,6 +307,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     env = export_environment(settings, resolve_endpoints(settings))
+    configure("exporter", level=logging.INFO)
     audit_settings(settings, env["DATABASE_URL"], "market-data metrics")
     repo = defs.get_repository_def()
     instance = DagsterInstance.get()
@@ -358,8 +360,9 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return int(simulator_main(["--port", str(args.port), "--seed", str(args.seed)]) or 0)
 
 
-def _live_setup(settings: Settings) -> tuple[Any, Any]:
-    """(warehouse, cache) on the resolved endpoints, migrated: the live services share them with the batch."""
+def _live_setup(settings: Settings, command: str | None = None) -> tuple[Any, Any]:
+    """(warehouse, cache) on the resolved endpoints, migrated: the live services share them with the batch.
+    A long-running `command` records the settings it starts with in the audit trail."""
     from market_assets.cache.resource import CacheResource
     from market_assets.runtime.services import export_environment, resolve_endpoints
     from market_assets.warehouse.resource import WarehouseResource
@@ -368,6 +371,9 @@ def _live_setup(settings: Settings) -> tuple[Any, Any]:
     export_environment(settings, endpoints)
     warehouse = WarehouseResource(database_url=endpoints.database_url)
     warehouse.migrate()
+    if command is not None:
+        warehouse.audit("settings", "start", actor=command.split()[-1], subject=command,
+                        details=settings_in_force(settings))  # fmt: skip
     return warehouse, CacheResource(redis_url=endpoints.redis_url)
 
 
@@ -391,7 +397,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from market_assets.alpaca.resource import AlpacaResource
     from market_assets.live.ingest import IngestService
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure("stream", level=logging.INFO)  # MARKET_LOG_FORMAT decides text or JSON
     settings = load_settings()
     symbols = list(parse_symbols(args.symbols, "--symbols")) if args.symbols else None
     if args.speed <= 0:
@@ -401,7 +407,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise SettingsError(
             "ALPACA_API_KEY is not set: the stream needs keys when ALPACA_DATA_URL or ALPACA_STREAM_URL is set"
         )
-    warehouse, cache = _live_setup(settings)
+    warehouse, cache = _live_setup(settings, "market-data stream")
     if symbols is None:
         active = warehouse.read_frame("SELECT symbol FROM market.symbols WHERE active ORDER BY symbol")
         symbols = active["symbol"].tolist() if not active.empty else list(settings.symbols)
@@ -442,8 +448,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from market_assets.live.serve import FanoutServer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    warehouse, cache = _live_setup(load_settings())
+    configure("serve", level=logging.INFO)  # MARKET_LOG_FORMAT decides text or JSON
+    warehouse, cache = _live_setup(load_settings(), "market-data serve")
     server = FanoutServer(warehouse=warehouse, cache=cache, host=args.host, port=args.port)
     _print(f"market-data serve: ws://{args.host}:{args.port}/v2/iex (any feed name), live page and /healthz on http")
     _run_until_signal(server)
@@ -461,10 +467,11 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             raise SettingsError("tokens create needs a NAME")
         key, secret = tokens.create(warehouse, args.name, max_connections=args.max_connections,
                                     max_symbols=args.max_symbols)  # fmt: skip
+        # the command's result, on stdout in every log format: a token secret must never become a log event
         if args.json:
-            _print(json.dumps({"key": key, "secret": secret}))
+            print(json.dumps({"key": key, "secret": secret}), flush=True)
         else:
-            _print(f"key:    {key}\nsecret: {secret}\n(the secret is shown once; only its hash is stored)")
+            print(f"key:    {key}\nsecret: {secret}\n(the secret is shown once; only its hash is stored)", flush=True)
     elif args.action == "list":
         rows = tokens.list_tokens(warehouse)
         if args.json:
@@ -558,8 +565,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from market_assets.observability.logging import configure
-
         configure("cli", level=logging.INFO if load_log_format() == "json" else logging.WARNING)
         return int(args.func(args))
     except SettingsError as exc:
