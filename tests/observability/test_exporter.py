@@ -160,3 +160,45 @@ def test_live_metric_objects_expose_the_documented_series() -> None:
     assert v[("market_serve_clients_connected", ())] == 2
     assert v[("market_serve_slow_client_drops_total", ())] == 1
     assert v[("market_serve_delivery_latency_seconds_count", ())] == 1
+
+
+def test_market_data_metrics_command_serves_the_exporter(
+    migrated_warehouse: WarehouseResource, database_url: str, redis_url: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "MARKET_DATA_HOME": str(tmp_path),
+           "DAGSTER_HOME": "", "DAGSTER_POSTGRES_URL": "", "MARKET_LOG_FORMAT": "json"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "market_assets.runtime.cli", "metrics", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        text = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert text, proc.stderr.read() if proc.poll() is not None else "no answer"  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
+    assert samples[("market_up", (("source", "dagster"),))] == 1
+    assert samples[("market_up", (("source", "warehouse"),))] == 1
+    assert samples[("market_up", (("source", "redis"),))] == 1
+    started = migrated_warehouse.scalar(
+        "SELECT count(*) FROM market.audit_log WHERE kind = 'settings' AND subject = 'market-data metrics'"
+    )
+    assert started >= 1
