@@ -61,10 +61,12 @@ def test_installed_wheel_runs_the_pipeline(wheel: Path, tmp_path: Path) -> None:
                                         text=True).strip())  # fmt: skip
     # dependencies from this environment, as a plain path: .pth files inside it (the editable install) are not run
     (site / "test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout on the path reads as installed
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
         check=True,
         capture_output=True,
+        env=clean,
     )
     work = tmp_path / "w"  # short: the embedded servers' unix sockets live under it
     work.mkdir()
@@ -75,7 +77,7 @@ def test_installed_wheel_runs_the_pipeline(wheel: Path, tmp_path: Path) -> None:
     try:
         done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         where = subprocess.check_output(
-            [str(py), "-c", "import market_assets; print(market_assets.__file__)"], cwd=work, text=True
+            [str(py), "-c", "import market_assets; print(market_assets.__file__)"], cwd=work, text=True, env=env
         )
     finally:
         subprocess.run([str(venv / "bin" / "market-data"), "services", "stop"], cwd=work, env=env, timeout=60)
