@@ -1,0 +1,280 @@
+"""Corporate-action adjustment factors and adjusted bars: pure, vectorised numpy.
+
+Why we compute adjustments ourselves: raw bars are stored as delivered and never rewritten; adjusted prices are a
+function of (raw bars, known actions), as zipline's adjustment database and LEAN's factor files do it, so a late
+action re-adjusts history without refetching it. Alpaca's own adjusted bars have had errors.
+
+The accepted back-adjustment (CRSP / Quandl WIKI / Yahoo), applied to every bar *before* the ex-date E:
+
+* split ``new:old`` (forward 4:1 -> new=4, old=1; reverse 1:10 -> new=1, old=10): prices x ``old/new``, volumes x
+  ``new/old``. A stock dividend of rate r (r new shares per share held) is a split ``(1 + r):1``.
+* cash dividend D: prices x ``1 - D / C``, C the raw close of the last session before E; volumes unchanged.
+
+Factors compose multiplicatively, so the factor of a bar on session s is the product of the factors of every
+action with ex-date > s: "adjusted as of the latest known action". Split and dividend factors are kept apart so
+the split-only view (chart levels as traded, without dividend drift) is the same data.
+
+Example (AAPL 2020): 4:1 split ex 2020-08-31; the 2020-08-28 raw close 499.23 becomes 499.23 x 1/4 = 124.8075.
+
+>>> f = action_factors(
+...     np.array(["2020-08-31"], dtype="datetime64[D]"), np.array(["split"]), np.array([4.0]), np.array([1.0]),
+...     np.array([np.nan]), np.array(["2020-08-28"], dtype="datetime64[D]"), np.array([499.23]))
+>>> float(f.split_factor[0]), float(f.volume_factor[0])
+(0.25, 4.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Mode = Literal["all", "split", "raw"]
+MODES: tuple[Mode, ...] = ("all", "split", "raw")
+
+#: What each Alpaca action type does to the price series of its symbol (``None``: recorded, no price effect).
+#: Spin-offs and mergers change what a share *is*; their value effect needs the new line's price, which a bar
+#: store of one symbol does not have, so they are recorded and flagged, not guessed (LEAN does the same).
+PRICE_EFFECT: dict[str, str | None] = {
+    "forward_split": "split",
+    "reverse_split": "split",
+    "stock_dividend": "stock_dividend",
+    "cash_dividend": "cash_dividend",
+    "unit_split": None,
+    "spin_off": None,
+    "cash_merger": None,
+    "stock_merger": None,
+    "stock_and_cash_merger": None,
+    "redemption": None,
+    "name_change": None,
+    "worthless_removal": None,
+    "rights_distribution": None,
+}
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Per action: the factor it applies to every earlier bar, and why a factor could not be formed."""
+
+    split_factor: np.ndarray  # price multiplier from splits / stock dividends (1.0 when none)
+    volume_factor: np.ndarray  # volume multiplier, exactly new/old (kept separate so 4:1 gives x4.0 exactly)
+    dividend_factor: np.ndarray  # price multiplier 1 - D/C (1.0 when none)
+    reason: np.ndarray  # object array: None, or why the factor is 1.0 although the action is a dividend/split
+
+
+def action_factors(
+    ex_date: np.ndarray,
+    kind: np.ndarray,
+    new_rate: np.ndarray,
+    old_rate: np.ndarray,
+    cash: np.ndarray,
+    prev_session: np.ndarray,
+    prev_close: np.ndarray,
+) -> Factors:
+    """Factors of each action of ONE symbol.
+
+    ``kind`` is ``'split'``, ``'stock_dividend'`` (rate in ``new_rate``), ``'cash_dividend'`` (amount in
+    ``cash``) or anything else (no price effect). ``prev_close`` is the raw close of the last session before the
+    ex-date (``prev_session``; NaN/NaT when no bar precedes it). Invalid inputs give factor 1 and a reason
+    instead of an exception: one malformed action must not stop the others.
+    """
+    n = len(ex_date)
+    split = np.ones(n)
+    volume = np.ones(n)
+    dividend = np.ones(n)
+    reason = np.full(n, None, dtype=object)
+    kind = np.asarray(kind).astype(str)
+    new_rate = np.asarray(new_rate, dtype=float)
+    old_rate = np.asarray(old_rate, dtype=float)
+    cash = np.asarray(cash, dtype=float)
+    prev_close = np.asarray(prev_close, dtype=float)
+
+    is_split = kind == "split"
+    ok = is_split & (new_rate > 0) & (old_rate > 0)
+    split[ok] = old_rate[ok] / new_rate[ok]
+    volume[ok] = new_rate[ok] / old_rate[ok]
+    reason[is_split & ~ok] = "split rates must be > 0"
+
+    is_sd = kind == "stock_dividend"
+    ok = is_sd & (new_rate > 0)
+    split[ok] = 1.0 / (1.0 + new_rate[ok])
+    volume[ok] = 1.0 + new_rate[ok]
+    reason[is_sd & ~ok] = "stock dividend rate must be > 0"
+
+    is_cash = kind == "cash_dividend"
+    has_close = np.isfinite(prev_close) & (prev_close > 0)
+    ok = is_cash & has_close & (cash > 0) & (cash < prev_close)
+    dividend[ok] = 1.0 - cash[ok] / prev_close[ok]
+    reason[is_cash & ~has_close] = "no raw close before the ex-date"
+    reason[is_cash & has_close & ~ok] = "dividend amount must be in (0, previous close)"
+    return Factors(split, volume, dividend, reason)
+
+
+def cumulative_factors(
+    ex_date: np.ndarray, split_factor: np.ndarray, volume_factor: np.ndarray, dividend_factor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct ex-date (sorted): the factors that apply to every bar before it.
+
+    Returns ``(ex_dates, cum_split, cum_volume, cum_dividend)``: actions sharing an ex-date are multiplied
+    together, then a reverse cumulative product gives, at ex-date k, the product over ex-dates >= k.
+    """
+    ex = np.asarray(ex_date, dtype="datetime64[D]")
+    uniq, inverse = np.unique(ex, return_inverse=True)
+    per = []
+    for f in (split_factor, volume_factor, dividend_factor):
+        out = np.ones(len(uniq))
+        np.multiply.at(out, inverse, np.asarray(f, dtype=float))
+        per.append(np.cumprod(out[::-1])[::-1])
+    return uniq, per[0], per[1], per[2]
+
+
+def bar_factors(
+    sessions: np.ndarray, ex_dates: np.ndarray, cum_split: np.ndarray, cum_volume: np.ndarray, cum_dividend: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bar (one symbol): ``(split price factor, volume factor, dividend price factor)``.
+
+    The factor of a bar is the cumulative factor of the first ex-date strictly after its session (1 after the
+    last action): one ``searchsorted``, O(bars log actions).
+    """
+    s = np.asarray(sessions, dtype="datetime64[D]")
+    idx = np.searchsorted(np.asarray(ex_dates, dtype="datetime64[D]"), s, side="right")
+    pad = np.ones(1)
+    return (
+        np.concatenate([cum_split, pad])[idx],
+        np.concatenate([cum_volume, pad])[idx],
+        np.concatenate([cum_dividend, pad])[idx],
+    )
+
+
+def adjust_prices(
+    prices: np.ndarray, volume: np.ndarray, split: np.ndarray, vol_factor: np.ndarray, dividend: np.ndarray, mode: Mode
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply per-bar factors: ``prices`` may be 2-D (bars x [open, high, low, close, vwap]).
+
+    ``mode='all'`` applies splits and dividends, ``'split'`` splits only, ``'raw'`` nothing. Volumes move with
+    splits only (dividends never change volume) and are rounded to whole shares (a reverse split can leave a
+    fraction; forward splits are exact).
+    """
+    if mode not in MODES:
+        raise ValueError(f"adjustment mode must be one of {MODES}, got {mode!r}")
+    p = np.asarray(prices, dtype=float)
+    v = np.asarray(volume, dtype=float)
+    if mode == "raw":
+        return p.copy(), v.copy()
+    factor = split * dividend if mode == "all" else split
+    if p.ndim == 2:
+        factor = factor[:, None]
+    return p * factor, np.rint(v * vol_factor)
+
+
+# ---------------------------------------------------------------------------------------------------- pandas boundary
+FACTOR_COLUMNS = (
+    "symbol",
+    "ex_date",
+    "split_factor",
+    "volume_factor",
+    "dividend_factor",
+    "cum_split_factor",
+    "cum_volume_factor",
+    "cum_dividend_factor",
+    "prev_session",
+    "prev_close",
+    "actions",
+    "reason",
+)
+PRICE_COLUMNS = ("open", "high", "low", "close", "vwap")
+
+
+def factor_table(actions: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
+    """``market.adjustment_factors`` rows from actions and raw closes, for every symbol in ``actions``.
+
+    ``actions``: ``symbol, type, ex_date, new_rate, old_rate, cash_amount`` (one row per action; types without
+    a price effect are ignored). ``closes``: ``symbol, session, close`` raw, covering at least the session
+    before each ex-date. One row per (symbol, ex-date) with the factors of that date and the cumulative
+    factors that apply to every bar before it; ``actions`` counts the actions behind the row.
+    """
+    effect = actions["type"].map(PRICE_EFFECT)
+    acts = actions.loc[effect.notna()].assign(kind=effect[effect.notna()])
+    out: list[pd.DataFrame] = []
+    closes = closes.sort_values(["symbol", "session"])
+    by_symbol = {s: g for s, g in closes.groupby("symbol", sort=False)}
+    for symbol, g in acts.groupby("symbol", sort=True):
+        ex = pd.to_datetime(g["ex_date"]).to_numpy().astype("datetime64[D]")
+        c = by_symbol.get(symbol)
+        if c is None:
+            sess = np.array([], dtype="datetime64[D]")
+            close = np.array([], dtype=float)
+        else:
+            sess = pd.to_datetime(c["session"]).to_numpy().astype("datetime64[D]")
+            close = c["close"].to_numpy(dtype=float)
+        i = np.searchsorted(sess, ex, side="left") - 1  # last session strictly before the ex-date
+        has = i >= 0
+        prev_session = np.where(has, sess[np.maximum(i, 0)] if len(sess) else ex, np.datetime64("NaT"))
+        prev_close = np.where(has, close[np.maximum(i, 0)] if len(close) else np.nan, np.nan)
+        f = action_factors(
+            ex,
+            g["kind"].to_numpy(),
+            g["new_rate"].to_numpy(dtype=float),
+            g["old_rate"].to_numpy(dtype=float),
+            g["cash_amount"].to_numpy(dtype=float),
+            prev_session,
+            prev_close,
+        )
+        frame = pd.DataFrame(
+            {
+                "ex_date": ex,
+                "split_factor": f.split_factor,
+                "volume_factor": f.volume_factor,
+                "dividend_factor": f.dividend_factor,
+                "prev_session": prev_session,
+                "prev_close": prev_close,
+                "reason": f.reason,
+            }
+        )
+        agg = frame.groupby("ex_date", sort=True).agg(
+            split_factor=("split_factor", "prod"),
+            volume_factor=("volume_factor", "prod"),
+            dividend_factor=("dividend_factor", "prod"),
+            prev_session=("prev_session", "first"),
+            prev_close=("prev_close", "first"),
+            actions=("split_factor", "size"),
+            reason=("reason", lambda r: "; ".join(sorted({x for x in r if isinstance(x, str)})) or None),
+        )
+        _, cs, cv, cd = cumulative_factors(
+            agg.index.to_numpy(), agg["split_factor"], agg["volume_factor"], agg["dividend_factor"]
+        )
+        agg["cum_split_factor"], agg["cum_volume_factor"], agg["cum_dividend_factor"] = cs, cv, cd
+        out.append(agg.reset_index().assign(symbol=symbol))
+    if not out:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in FACTOR_COLUMNS})
+    table = pd.concat(out, ignore_index=True)
+    table["ex_date"] = pd.to_datetime(table["ex_date"]).dt.date
+    table["prev_session"] = pd.to_datetime(table["prev_session"]).dt.date
+    table["actions"] = table["actions"].astype("int64")
+    return table.loc[:, list(FACTOR_COLUMNS)]
+
+
+def adjust_bars(bars: pd.DataFrame, factors: pd.DataFrame, mode: Mode = "all") -> pd.DataFrame:
+    """Adjusted copy of ``bars`` (``symbol, session, open, high, low, close, volume[, vwap]``) given
+    ``factor_table`` rows: the Python twin of the ``market.bars_daily_adjusted`` view (tests hold them equal)."""
+    out = bars.copy()
+    present = [c for c in PRICE_COLUMNS if c in out]
+    by_symbol = {s: g.sort_values("ex_date") for s, g in factors.groupby("symbol", sort=False)}
+    for symbol, idx in out.groupby("symbol", sort=False).groups.items():
+        f = by_symbol.get(symbol)
+        if f is None:
+            continue
+        rows = out.loc[idx]
+        split, vol, div = bar_factors(
+            pd.to_datetime(rows["session"]).to_numpy().astype("datetime64[D]"),
+            pd.to_datetime(f["ex_date"]).to_numpy().astype("datetime64[D]"),
+            f["cum_split_factor"].to_numpy(dtype=float),
+            f["cum_volume_factor"].to_numpy(dtype=float),
+            f["cum_dividend_factor"].to_numpy(dtype=float),
+        )
+        prices, volume = adjust_prices(rows[present].to_numpy(dtype=float), rows["volume"], split, vol, div, mode)
+        out.loc[idx, present] = prices
+        out.loc[idx, "volume"] = volume.astype(np.int64)
+    return out
