@@ -400,6 +400,51 @@ OPTIONS_UNUSUAL_ACTIVITY = Table(
     "snapshot_date",
     ("ingested_at",),
 )
+CORPORATE_ACTIONS = Table(
+    "market.corporate_actions",
+    (
+        ("id", "text"),
+        ("type", "text"),
+        ("symbol", "text"),
+        ("new_symbol", "text"),
+        ("cusip", "text"),
+        ("new_cusip", "text"),
+        ("ex_date", "date"),
+        ("record_date", "date"),
+        ("payable_date", "date"),
+        ("process_date", "date"),
+        ("new_rate", "float8"),
+        ("old_rate", "float8"),
+        ("cash_amount", "float8"),
+        ("is_special", "bool"),
+        ("is_foreign", "bool"),
+        ("payload", "jsonb"),
+        ("run_id", "text"),
+    ),
+    ("id",),
+    server_columns=("ingested_at",),
+)
+ADJUSTMENT_FACTORS = Table(
+    "market.adjustment_factors",
+    (
+        ("symbol", "text"),
+        ("ex_date", "date"),
+        ("split_factor", "float8"),
+        ("volume_factor", "float8"),
+        ("dividend_factor", "float8"),
+        ("cum_split_factor", "float8"),
+        ("cum_volume_factor", "float8"),
+        ("cum_dividend_factor", "float8"),
+        ("prev_session", "date"),
+        ("prev_close", "float8"),
+        ("actions", "int4"),
+        ("reason", "text"),
+        ("run_id", "text"),
+    ),
+    ("symbol", "ex_date"),
+    "ex_date",  # replacing a symbol's factors = replace_partition over all dates for that symbol
+    ("computed_at",),
+)
 
 API_TOKENS = Table(
     "market.api_tokens",
@@ -455,6 +500,8 @@ TABLES: dict[str, Table] = {
         OPTIONS_UNUSUAL_ACTIVITY,
         API_TOKENS,
         AUDIT_LOG,
+        CORPORATE_ACTIONS,
+        ADJUSTMENT_FACTORS,
     )
 }
 

@@ -1,0 +1,70 @@
+"""The adjusted views in PostgreSQL equal the pure adjustment (analytics.adjustments.adjust_bars) bit for bit,
+on real data: AAPL 2020 raw bars plus the 4:1 split and the 0.82 dividend."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from market_assets.analytics import adjustments as adj
+from market_assets.warehouse.resource import WarehouseResource
+from market_assets.warehouse.tables import ADJUSTMENT_FACTORS, BARS_DAILY
+
+REAL = Path("/work/shared/data/real")
+pytestmark = pytest.mark.skipif(not REAL.exists(), reason="real data files not present")
+ALL_DATES = (date(1900, 1, 1), date(2999, 12, 31))
+
+
+def _aapl(name: str) -> pd.DataFrame:
+    df = pd.read_csv(REAL / name)
+    ts = pd.to_datetime(df["Epoch"]).dt.tz_localize("UTC")
+    return pd.DataFrame(
+        {
+            "symbol": "AAPL",
+            "ts": ts,
+            "session": ts.dt.tz_convert("America/New_York").dt.date,
+            "open": df["Open"],
+            "high": df["High"],
+            "low": df["Low"],
+            "close": df["Close"],
+            "volume": df["Volume"].astype(np.int64),
+            "trade_count": pd.array([None] * len(df), dtype="Int64"),
+            "vwap": df["Close"] * 0 + np.nan,
+            "feed": "sip",
+            "run_id": "t",
+        }
+    )
+
+
+def test_views_equal_pure_adjustment_and_the_split_adjusted_file(warehouse: WarehouseResource) -> None:
+    raw = _aapl("aapl_2020_raw.csv")
+    warehouse.replace_partition(BARS_DAILY, raw, sessions=ALL_DATES, symbols=["AAPL"])
+    actions = pd.DataFrame(
+        [
+            ("AAPL", "forward_split", "2020-08-31", 4.0, 1.0, np.nan),
+            ("AAPL", "cash_dividend", "2020-08-07", None, None, 0.82),
+        ],
+        columns=["symbol", "type", "ex_date", "new_rate", "old_rate", "cash_amount"],
+    )
+    factors = adj.factor_table(actions, raw[["symbol", "session", "close"]]).assign(run_id="t")
+    warehouse.replace_partition(ADJUSTMENT_FACTORS, factors, sessions=ALL_DATES, symbols=["AAPL"])
+    cols = "symbol, session, open, high, low, close, volume"
+    for view, mode in (("market.bars_daily_adjusted", "all"), ("market.bars_daily_split_adjusted", "split")):
+        got = warehouse.read_frame(f"SELECT {cols} FROM {view} ORDER BY ts")
+        want = adj.adjust_bars(raw, factors, mode=mode)
+        for c in ("open", "high", "low", "close"):
+            assert got[c].to_numpy().tolist() == want[c].to_numpy().tolist(), (view, c)  # bit for bit
+        assert got["volume"].tolist() == want["volume"].tolist()
+    split = warehouse.read_frame(f"SELECT {cols} FROM market.bars_daily_split_adjusted ORDER BY ts")
+    expected = _aapl("aapl_2020_split_adjusted.csv")
+    assert np.abs(split["close"] - expected["close"]).max() <= 0.5e-4 + 1e-12  # the file has 4 decimals
+    assert split["volume"].tolist() == expected["volume"].tolist()
+    assert warehouse.scalar(
+        "SELECT close FROM market.bars_daily_split_adjusted WHERE symbol = 'AAPL' AND session = '2020-08-28'"
+    ) == pytest.approx(124.8075, rel=1e-12)
+    raw_back = warehouse.read_frame("SELECT close FROM market.bars_daily ORDER BY ts")
+    assert raw_back["close"].tolist() == raw["close"].tolist()  # raw stays raw
