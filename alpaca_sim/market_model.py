@@ -55,6 +55,27 @@ _OPT_EXCHANGES = ("A", "B", "C", "H", "I", "M", "N", "Q", "W", "X", "Z")
 
 QuotePrecision = Literal["cents", "exact"]
 
+#: Real splits of well-known tickers (ex-date, new, old), so the zero-configuration universe shows adjusted
+#: analytics across the dates people remember. The value path is scaled up by the product of the ratios before
+#: the first split, so post-split prices stay in the model's range.
+SCRIPTED_SPLITS: dict[str, tuple[tuple[date, int, int], ...]] = {
+    "AAPL": ((date(2020, 8, 31), 4, 1),),
+    "TSLA": ((date(2020, 8, 31), 5, 1), (date(2022, 8, 25), 3, 1)),
+    "AMZN": ((date(2022, 6, 6), 20, 1),),
+    "GOOGL": ((date(2022, 7, 18), 20, 1),),
+    "NVDA": ((date(2021, 7, 20), 4, 1), (date(2024, 6, 10), 10, 1)),
+    "WMT": ((date(2024, 2, 26), 3, 1),),
+}
+#: Name changes: old symbol -> (new symbol, effective date). The old ticker trades until the day before and
+#: has the new one's history (one company); the new ticker's history is served under it for the whole epoch,
+#: as Alpaca does.
+RENAMES: dict[str, tuple[str, date]] = {"FB": ("META", date(2022, 6, 9))}
+#: A split is announced this many sessions before its ex-date when the model triggers it from the price.
+SPLIT_NOTICE_SESSIONS = 10
+#: Actions become known (served, applied to adjusted bars) this many days before their ex-date.
+ANNOUNCE_DAYS = 14
+ADJUSTMENTS = ("raw", "split", "dividend", "all")
+
 
 def _digest(parts: tuple[Any, ...], size: int = 8) -> int:
     """Stable integer hash of the parts (process independent, unlike ``hash()``)."""
@@ -129,6 +150,21 @@ class _DailySeries:
     vwap: np.ndarray
 
 
+@dataclass(frozen=True)
+class Action:
+    """One corporate action of the model, on its session index ``idx`` (the ex-date)."""
+
+    kind: Literal["forward_split", "reverse_split", "cash_dividend", "name_change"]
+    symbol: str
+    idx: int
+    ex_date: date
+    new_rate: float = 1.0
+    old_rate: float = 1.0
+    amount: float = 0.0  # cash dividend per share
+    prev_close: float = 0.0  # raw close of the session before the ex-date (what the dividend factor uses)
+    new_symbol: str = ""
+
+
 @dataclass
 class _MinuteSession:
     ts_ns: np.ndarray
@@ -172,6 +208,7 @@ class MarketModel:
         self.daily_ts_ns = midnight.as_unit("ns").asi8.copy()
         self._params: dict[str, SymbolParams] = {}
         self._daily: dict[str, _DailySeries] = {}
+        self._actions: dict[str, list[Action]] = {}
         self._minutes: OrderedDict[tuple[str, int], _MinuteSession] = OrderedDict()
         self._minute_cache_size = minute_cache_size
         self._lock = Lock()
@@ -192,6 +229,13 @@ class MarketModel:
         i = int(np.searchsorted(self._session_ord, d.toordinal(), side="right")) - 1
         if i < 0:
             raise ValueError(f"{d} is before the model epoch {EPOCH_START}")
+        return self._session_dates[i]
+
+    def session_on_or_after(self, d: date) -> date:
+        """Earliest session >= d."""
+        i = int(np.searchsorted(self._session_ord, d.toordinal(), side="left"))
+        if i >= len(self._session_dates):
+            raise ValueError(f"{d} is after the model epoch {EPOCH_END}")
         return self._session_dates[i]
 
     def session_close(self, d: date) -> datetime:
@@ -257,6 +301,16 @@ class MarketModel:
         s = self._daily.get(symbol)
         if s is not None:
             return s
+        if symbol in RENAMES:  # one company: the old ticker has the new one's history (served until the change)
+            new_symbol, _ = RENAMES[symbol]
+            base = self._daily_series(new_symbol)
+            change = self.rename_action(symbol)
+            with self._lock:
+                self._daily.setdefault(symbol, base)
+                self._actions.setdefault(
+                    symbol, [change, *(a for a in self._actions[new_symbol] if a.idx < change.idx)]
+                )
+            return self._daily[symbol]
         p = self.params(symbol)
         n = len(self.sessions)
         rng = stable_rng(self.seed, symbol, "daily")
@@ -290,10 +344,128 @@ class MarketModel:
         ntr = np.clip(ntr, 500, vol)
         typical = (h + low + c) / 3.0 + rng.normal(0.0, 0.05, n) * (h - low)
         vw = np.round(np.clip(np.round(typical, 4), low, h), 4)
+        actions, pm, vm = self._corporate_events(symbol, c)
+        if actions or np.any(pm != 1.0):
+            # raw = value x price multiplier: rounding is monotone, so low <= open, close <= high survives
+            o, h, low, c = (np.maximum(np.round(x * pm, 2), 0.01) for x in (o, h, low, c))
+            vol = np.maximum(np.rint(vol * vm), 1).astype(np.int64)
+            ntr = np.minimum(ntr, vol)
+            vw = np.round(np.clip(np.round(vw * pm, 4), low, h), 4)
         s = _DailySeries(self.daily_ts_ns, o, h, low, c, vol, ntr.astype(np.int64), vw)
         with self._lock:
             self._daily.setdefault(symbol, s)
+            self._actions.setdefault(symbol, actions)
         return self._daily[symbol]
+
+    # ------------------------------------------------------------------ corporate actions
+    def _index_on_or_after(self, d: date) -> int:
+        return int(np.searchsorted(self._session_ord, d.toordinal(), side="left"))
+
+    def _dividend_schedule(self, symbol: str) -> list[int]:
+        """Quarterly ex-date indices: a fixed month phase and day per symbol, like a real payer's calendar."""
+        phase = int(stable_uniform(self.seed, symbol, "div_phase") * 3)
+        day = 5 + int(stable_uniform(self.seed, symbol, "div_day") * 18)
+        out = []
+        for year in range(EPOCH_START.year, EPOCH_END.year + 1):
+            for q in range(4):
+                i = self._index_on_or_after(date(year, 1 + phase + 3 * q, day))
+                if 0 < i < len(self._session_dates):
+                    out.append(i)
+        return sorted(set(out))
+
+    def _corporate_events(self, symbol: str, value_close: np.ndarray) -> tuple[list[Action], np.ndarray, np.ndarray]:
+        """Actions of ``symbol`` in time order and the multipliers raw = value x pm, raw volume = volume x vm.
+
+        Processed sequentially because a dividend's amount is a share of the raw close before it, which earlier
+        actions moved; each action is applied to every later session with one vectorised multiply.
+        """
+        p = self.params(symbol)
+        n = len(value_close)
+        scripted = [(self._index_on_or_after(d), new, old) for d, new, old in SCRIPTED_SPLITS.get(symbol, ())]
+        scale = float(np.prod([new / old for _, new, old in scripted])) if scripted else 1.0
+        pm = np.full(n, scale)
+        vm = np.full(n, 1.0 / scale)
+        dividends = self._dividend_schedule(symbol) if p.dividend_yield > 0 else []
+        up = 800.0 + 700.0 * stable_uniform(self.seed, symbol, "split_at")
+        ratio = (2, 3, 4, 5)[int(stable_uniform(self.seed, symbol, "split_ratio") * 4)]
+        actions: list[Action] = []
+        start, last_split = 1, -(10**9)
+        while True:
+            raw_close = np.round(value_close * pm, 2)
+            candidates: list[tuple[int, int, Any]] = []
+            d = next((k for k in dividends if k >= start), None)
+            if d is not None:
+                candidates.append((d, 1, "dividend"))
+            sc = next((x for x in scripted if x[0] >= start), None)
+            if sc is not None:
+                candidates.append((sc[0], 0, sc))
+            if not scripted:
+                lo = max(start, last_split + 120)
+                hit = np.flatnonzero((raw_close[lo:] > up) | (raw_close[lo:] < 4.0))
+                if hit.size and lo + hit[0] + SPLIT_NOTICE_SESSIONS < n:
+                    j = lo + int(hit[0])
+                    trig = (ratio, 1) if raw_close[j] > up else (1, 10)
+                    candidates.append((j + SPLIT_NOTICE_SESSIONS, 0, (j + SPLIT_NOTICE_SESSIONS, *trig)))
+            if not candidates:
+                break
+            k, _, what = min(candidates, key=lambda x: (x[0], x[1]))
+            if k >= n:
+                break
+            if what == "dividend":
+                c_prev = float(raw_close[k - 1])
+                amount = round(c_prev * p.dividend_yield / 4.0, 2)
+                if amount >= 0.01:
+                    pm[k:] *= 1.0 - amount / c_prev
+                    actions.append(
+                        Action("cash_dividend", symbol, k, self._session_dates[k], amount=amount, prev_close=c_prev)
+                    )
+            else:
+                _, new, old = what
+                pm[k:] *= old / new
+                vm[k:] *= new / old
+                kind = "forward_split" if new > old else "reverse_split"
+                actions.append(
+                    Action(kind, symbol, k, self._session_dates[k], new_rate=float(new), old_rate=float(old))
+                )
+                last_split = k
+            start = k + 1
+        return actions, pm, vm
+
+    def corporate_actions(self, symbol: str) -> list[Action]:
+        """Every action of ``symbol`` over the epoch, in ex-date order (deterministic in (seed, symbol))."""
+        self._daily_series(symbol)
+        return self._actions[symbol]
+
+    def adjustment_factors(self, symbol: str, mode: str, known_through: date) -> tuple[np.ndarray, np.ndarray]:
+        """Per session: (price factor, volume factor) that Alpaca's ``adjustment=mode`` applies, using the
+        actions whose ex-date is <= ``known_through``. The textbook rule, written here independently of the
+        platform: before a split new:old prices x old/new, volumes x new/old; before a cash dividend D prices x
+        (1 - D / C), C the raw close of the session before the ex-date."""
+        if mode not in ADJUSTMENTS:
+            raise ValueError(f"adjustment must be one of {ADJUSTMENTS}")
+        n = len(self._session_dates)
+        price = np.ones(n)
+        volume = np.ones(n)
+        for a in self.corporate_actions(symbol):
+            if a.ex_date > known_through:
+                continue
+            if a.kind in ("forward_split", "reverse_split") and mode in ("split", "all"):
+                price[: a.idx] *= a.old_rate / a.new_rate
+                volume[: a.idx] *= a.new_rate / a.old_rate
+            elif a.kind == "cash_dividend" and mode in ("dividend", "all"):
+                price[: a.idx] *= 1.0 - a.amount / a.prev_close
+        return price, volume
+
+    def rename_action(self, old_symbol: str) -> Action:
+        new_symbol, eff = RENAMES[old_symbol]
+        i = self._index_on_or_after(eff)
+        return Action("name_change", old_symbol, i, self._session_dates[i], new_symbol=new_symbol)
+
+    def listed_until(self, symbol: str) -> int:
+        """Index one past the last session ``symbol`` traded under its name (renamed tickers stop)."""
+        if symbol in RENAMES:
+            return self.rename_action(symbol).idx
+        return len(self._session_dates)
 
     def daily_arrays(self, symbol: str) -> _DailySeries:
         """The whole-epoch daily series of ``symbol`` as numpy arrays (for fast slicing)."""
@@ -307,7 +479,7 @@ class MarketModel:
         parts = []
         for sym in syms:
             s = self._daily_series(sym)
-            parts.append(_frame(sym, s, slice(lo, hi)))
+            parts.append(_frame(sym, s, slice(lo, min(hi, max(lo, self.listed_until(sym))))))
         return _concat(parts)
 
     # ------------------------------------------------------------------ minutes
@@ -396,6 +568,8 @@ class MarketModel:
         parts = []
         for sym in _norm_symbols(symbols):
             for i in self.session_range(s_ns - (NS_PER_HOUR if hourly else 0), e_ns):
+                if i >= self.listed_until(sym):
+                    break
                 m = self.hour_session(sym, i) if hourly else self.minute_session(sym, i)
                 sel = (m.ts_ns >= s_ns) & (m.ts_ns <= e_ns)
                 if sel.any():

@@ -12,8 +12,18 @@ Served endpoints (one port serves all of them):
   ``1T``/``1H``/``1D``); inclusive ``start``/``end`` (RFC3339, or a bare date = midnight New York);
   paging across symbols (sorted by symbol, then time; a page holds ``limit`` bars in total;
   ``next_page_token`` is an opaque base64 cursor, so a retried request returns the same page);
-  ``sort=asc|desc``; ``feed`` iex/sip/otc/delayed_sip accepted. ``adjustment``: raw/split/dividend/all
-  are accepted but all return raw prices (the model has no corporate actions, so adjusted == raw).
+  ``sort=asc|desc``; ``feed`` iex/sip/otc/delayed_sip accepted. ``adjustment``: ``raw`` (default) serves the
+  model's raw bars, which carry its corporate actions as a real market does (a 4:1 split divides the price
+  by 4 overnight, a dividend drops it by the amount); ``split``, ``dividend`` and ``all`` back-adjust every
+  bar before each known action's ex-date (``spin-off`` = raw: the model has none). Prices adjusted are not
+  rounded (as Alpaca's), volumes are whole shares.
+* ``GET /v1/corporate-actions``: the model's forward/reverse splits, quarterly cash dividends and name
+  changes in Alpaca's format (groups ``forward_splits``, ``reverse_splits``, ``cash_dividends``,
+  ``name_changes``), filtered by ``symbols`` (required here: the model's universe is every ticker; a name
+  change matches its old and new symbol), ``types``, ``ids``, and ``start``/``end`` on the PROCESS date
+  (a dividend's payable date, weeks after its ex-date); paged by ``limit`` (default 100, at most
+  1,000 like Alpaca; ``server.corporate_actions_page_size`` serves fewer) with ``next_page_token``. An action is known
+  once "now" is within 14 days of its ex-date (announcement).
 * ``GET /v1beta1/options/snapshots/{underlying}`` (option chain) with Alpaca's filters and paging.
 * ``GET /v2/options/contracts`` and ``GET /v2/options/contracts/{symbol_or_id}``.
 
@@ -38,6 +48,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,9 +62,11 @@ import numpy as np
 import pandas as pd
 
 from alpaca_sim.market_model import (
+    ANNOUNCE_DAYS,
     NS_PER_HOUR,
     NS_PER_MIN,
     NY,
+    RENAMES,
     MarketModel,
     parse_occ,
     stable_uniform,
@@ -75,6 +88,20 @@ _TF_RE = re.compile(r"^(\d+)(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
 _FEEDS = {"iex", "sip", "otc", "delayed_sip", "boats", "overnight"}
 _OPTION_FEEDS = {"opra", "indicative"}
 RATE_LIMIT = 200
+_CA_NS = uuid.UUID("0b7c9a52-4e0f-4a4e-9d4b-6f2f6d0c1a77")
+
+
+def _business_day(model: MarketModel, d: date) -> date:
+    """The first session on or after ``d`` (``d`` itself past the model's epoch)."""
+    try:
+        return model.session_on_or_after(d)
+    except ValueError:
+        return d
+
+
+def _cusip(key: str) -> str:
+    """A stable 9-character CUSIP-shaped identifier (not a real one)."""
+    return f"{int(stable_uniform('cusip', key) * 1e9):09d}"
 
 
 class ApiError(Exception):
@@ -280,6 +307,7 @@ class SimulatorServer:
         self.clock = clock
         self.stats = SimulatorStats()
         self.contracts_default_next_weekend = True
+        self.corporate_actions_page_size = 1000  # a server may serve fewer than `limit`; tests shrink it to page
         self._enable_ws = enable_ws
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -366,11 +394,34 @@ class SimulatorServer:
 
     # -------------------------------------------------------------- bars
     def _chunks(
-        self, symbol: str, tf: str, s_ns: int, e_ns: int, desc: bool, cursor_ns: int | None
+        self, symbol: str, tf: str, s_ns: int, e_ns: int, desc: bool, cursor_ns: int | None, adjustment: str = "raw"
     ) -> Iterator[_Chunk]:
         """Bars of one symbol inside [s_ns, e_ns], complete by the clock, in the requested order."""
+        for ch, idx in self._raw_chunks(symbol, tf, s_ns, e_ns, desc, cursor_ns):
+            if adjustment in ("raw", "spin-off"):
+                yield ch
+                continue
+            today = pd.Timestamp(self.now_ns(), tz="UTC").tz_convert(NY).date()
+            price, volume = self.model.adjustment_factors(symbol, adjustment, today)
+            pf, vf = price[idx], volume[idx]
+            yield _Chunk(
+                ch.ts,
+                ch.o * pf,
+                ch.h * pf,
+                ch.low * pf,
+                ch.c * pf,
+                np.rint(ch.v * vf).astype(np.int64),
+                ch.n,
+                ch.vw * pf,
+            )
+
+    def _raw_chunks(
+        self, symbol: str, tf: str, s_ns: int, e_ns: int, desc: bool, cursor_ns: int | None
+    ) -> Iterator[tuple[_Chunk, np.ndarray | int]]:
+        """Raw bars of one symbol with the session index of each (array for daily, one index for intraday)."""
         m = self.model
         now = self.now_ns()
+        listed = m.listed_until(symbol)
         lo_ns = s_ns if cursor_ns is None or desc else max(s_ns, cursor_ns)
         hi_ns = e_ns if cursor_ns is None or not desc else min(e_ns, cursor_ns)
         if lo_ns > hi_ns:
@@ -379,10 +430,10 @@ class SimulatorServer:
             d = m.daily_arrays(symbol)
             lo = int(np.searchsorted(d.ts_ns, lo_ns, side="left"))
             hi = int(np.searchsorted(d.ts_ns, hi_ns, side="right"))
-            hi = min(hi, int(np.searchsorted(m.close_ns, now, side="right")))
+            hi = min(hi, int(np.searchsorted(m.close_ns, now, side="right")), listed)
             if hi > lo:
                 sl = slice(lo, hi) if not desc else slice(hi - 1, lo - 1 if lo > 0 else None, -1)
-                yield _Chunk(
+                chunk = _Chunk(
                     d.ts_ns[sl],
                     d.open[sl],
                     d.high[sl],
@@ -392,11 +443,12 @@ class SimulatorServer:
                     d.trade_count[sl],
                     d.vwap[sl],
                 )
+                yield chunk, np.arange(len(d.ts_ns))[sl]
             return
         hourly = tf == "1Hour"
         sessions = m.session_range(lo_ns - (NS_PER_HOUR if hourly else 0), min(hi_ns, now))
         for i in reversed(sessions) if desc else sessions:
-            if int(m.open_ns[i]) >= now:
+            if int(m.open_ns[i]) >= now or i >= listed:
                 continue
             b = m.hour_session(symbol, i) if hourly else m.minute_session(symbol, i)
             end = np.minimum(b.ts_ns + (NS_PER_HOUR if hourly else NS_PER_MIN), m.close_ns[i])
@@ -405,7 +457,7 @@ class SimulatorServer:
                 continue
             if desc:
                 sel = sel[::-1]
-            yield _Chunk(
+            chunk = _Chunk(
                 b.ts_ns[sel],
                 b.open[sel],
                 b.high[sel],
@@ -415,6 +467,7 @@ class SimulatorServer:
                 b.trade_count[sel],
                 b.vwap[sel],
             )
+            yield chunk, i
 
     def bars_page(self, params: dict[str, str], single_symbol: str | None = None) -> dict[str, Any]:
         """Compute one page of ``/v2/stocks/bars`` (the pure part of the handler)."""
@@ -469,7 +522,7 @@ class SimulatorServer:
             if cur_sym is not None and sym < cur_sym:
                 continue
             cursor = cur_ns if sym == cur_sym else None
-            for ch in self._chunks(sym, tf, s_ns, e_ns, desc, cursor):
+            for ch in self._chunks(sym, tf, s_ns, e_ns, desc, cursor, adjustment):
                 room = limit - taken
                 if room <= 0:
                     next_token = _encode_token(sym, int(ch.ts[0]))
@@ -503,6 +556,88 @@ class SimulatorServer:
         for key in [k for k, v in out.items() if not v]:
             del out[key]
         return {"bars": out, "next_page_token": next_token}
+
+    # -------------------------------------------------------------- corporate actions
+    def _action_records(self, symbol: str) -> list[tuple[str, dict[str, Any]]]:
+        """(group, record) of every action of ``symbol`` in Alpaca's v1 format (name changes under both names)."""
+        m = self.model
+        actions = list(m.corporate_actions(symbol))
+        actions += [m.rename_action(old) for old, (new, _) in RENAMES.items() if new == symbol]
+        out = []
+        for a in actions:
+            ex = a.ex_date
+            rid = str(uuid.uuid5(_CA_NS, f"{a.kind}:{a.symbol}:{ex.isoformat()}"))
+            cusip = _cusip(a.symbol)
+            if a.kind == "cash_dividend":
+                record_date = _business_day(m, ex + timedelta(days=1))
+                payable = _business_day(
+                    m, record_date + timedelta(days=21 + int(stable_uniform(m.seed, a.symbol, ex, "pay") * 21))
+                )
+                rec = {"id": rid, "symbol": a.symbol, "cusip": cusip, "rate": a.amount, "special": False,
+                       "foreign": False, "process_date": payable.isoformat(), "ex_date": ex.isoformat(),
+                       "record_date": record_date.isoformat(), "payable_date": payable.isoformat()}  # fmt: skip
+                out.append(("cash_dividends", rec))
+            elif a.kind in ("forward_split", "reverse_split"):
+                rec = {"id": rid, "symbol": a.symbol, "new_rate": a.new_rate, "old_rate": a.old_rate,
+                       "process_date": ex.isoformat(), "ex_date": ex.isoformat(),
+                       "record_date": (ex - timedelta(days=7)).isoformat(),
+                       "payable_date": (ex - timedelta(days=1)).isoformat()}  # fmt: skip
+                if a.kind == "forward_split":
+                    rec["cusip"] = cusip
+                    out.append(("forward_splits", rec))
+                else:
+                    rec["old_cusip"], rec["new_cusip"] = cusip, _cusip(f"{a.symbol}:{ex}")
+                    out.append(("reverse_splits", rec))
+            else:
+                rec = {"id": rid, "old_symbol": a.symbol, "old_cusip": cusip, "new_symbol": a.new_symbol,
+                       "new_cusip": _cusip(a.new_symbol), "process_date": ex.isoformat()}  # fmt: skip
+                out.append(("name_changes", rec))
+        return out
+
+    def corporate_actions_page(self, params: dict[str, str]) -> dict[str, Any]:
+        """One page of ``/v1/corporate-actions``, ordered by (process_date, id)."""
+        raw_syms = params.get("symbols", "")
+        ids = {x for x in params.get("ids", "").split(",") if x}
+        symbols = sorted({s.strip() for s in raw_syms.split(",") if s.strip()})
+        if not symbols:
+            raise ApiError(400, 40010001, "symbols is required by the simulator (its universe is every ticker)")
+        bad = [s for s in symbols if not valid_symbol(s)]
+        if bad:
+            raise ApiError(400, 40010001, f"invalid symbol: {bad[0]}")
+        groups = {f"{t.strip()}s" for t in params.get("types", "").split(",") if t.strip()}
+        today = pd.Timestamp(self.now_ns(), tz="UTC").tz_convert(NY).date()
+        start = _parse_date(params["start"], "start") if params.get("start") else today
+        end = _parse_date(params["end"], "end") if params.get("end") else today
+        if end < start:
+            raise ApiError(422, 42210000, "end should not be before start")
+        limit = min(_parse_limit(params.get("limit"), 100, 1000), self.corporate_actions_page_size)
+        known = today + timedelta(days=ANNOUNCE_DAYS)
+        rows: dict[str, tuple[str, dict[str, Any]]] = {}
+        for sym in symbols:
+            for group, rec in self._action_records(sym):
+                ex = date.fromisoformat(rec.get("ex_date", rec["process_date"]))
+                process = date.fromisoformat(rec["process_date"])
+                if ex > known or not start <= process <= end:
+                    continue
+                if (groups and group not in groups) or (ids and rec["id"] not in ids):
+                    continue
+                rows[rec["id"]] = (group, rec)
+        ordered = sorted(rows.values(), key=lambda gr: (gr[1]["process_date"], gr[1]["id"]))
+        desc = params.get("sort", "asc") == "desc"
+        if desc:
+            ordered.reverse()
+        offset = 0
+        if params.get("page_token"):
+            parts = _decode_token(params["page_token"])
+            if len(parts) != 2 or parts[0] != "ca" or not parts[1].isdigit():
+                raise ApiError(400, 40010001, "invalid page_token")
+            offset = int(parts[1])
+        page = ordered[offset : offset + limit]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for group, rec in page:
+            out.setdefault(group, []).append(rec)
+        more = offset + limit < len(ordered)
+        return {"corporate_actions": out, "next_page_token": _encode_token("ca", offset + limit) if more else None}
 
     def _corrupt(
         self,
@@ -703,6 +838,7 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1beta1/options/snapshots/([^/]+)$"), "/v1beta1/options/snapshots/{underlying}"),
     (re.compile(r"^/v2/options/contracts$"), "/v2/options/contracts"),
     (re.compile(r"^/v2/options/contracts/([^/]+)$"), "/v2/options/contracts/{symbol_or_id}"),
+    (re.compile(r"^/v1/corporate-actions$"), "/v1/corporate-actions"),
 ]
 
 
@@ -782,6 +918,8 @@ def _make_handler(server: SimulatorServer) -> type[BaseHTTPRequestHandler]:
                     body = server.option_chain_page(unquote(match.group(1)), params)
                 elif route == "/v2/options/contracts":
                     body = server.contracts_page(params)
+                elif route == "/v1/corporate-actions":
+                    body = server.corporate_actions_page(params)
                 else:
                     body = server.contract(unquote(match.group(1)), params)
                 remaining = str(max(0, RATE_LIMIT - 1 - (n % RATE_LIMIT)))
