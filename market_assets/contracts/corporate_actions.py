@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -74,14 +75,15 @@ def coerce_actions(raw: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _needs(kind: tuple[str, ...], ok: object) -> object:
-    def check(df: pd.DataFrame) -> pd.Series:
-        return ~df["type"].isin(kind) | ok(df)  # type: ignore[operator]
-
-    return check
+RowCheck = Callable[[pd.DataFrame], pd.Series]
 
 
-def _positive(column: str):  # noqa: ANN202 - a pandera check factory
+def _needs(kind: tuple[str, ...], ok: RowCheck) -> RowCheck:
+    """A row rule that binds only actions of ``kind`` (a cash dividend needs an amount, a split does not)."""
+    return lambda df: ~df["type"].isin(kind) | ok(df)
+
+
+def _positive(column: str) -> RowCheck:
     return lambda df: (df[column] > 0).fillna(False)
 
 
