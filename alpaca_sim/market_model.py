@@ -98,9 +98,15 @@ def valid_symbol(symbol: str) -> bool:
     return bool(SYMBOL_RE.match(symbol))
 
 
+def option_root(underlying: str) -> str:
+    """OCC root of an equity: class-share dots dropped (``BRK.B`` -> ``BRKB``), as OCC lists them."""
+    return underlying.replace(".", "")
+
+
 def occ_symbol(root: str, expiration: date, right: str, strike: float) -> str:
-    """OCC option symbol, e.g. ``AAPL240119C00100000`` (strike in thousandths, 8 digits)."""
-    return f"{root}{expiration:%y%m%d}{right}{round(strike * 1000):08d}"
+    """OCC option symbol, e.g. ``AAPL240119C00100000`` (strike in thousandths, 8 digits); an underlying such as
+    ``BRK.B`` is mapped to its root ``BRKB`` first."""
+    return f"{option_root(root)}{expiration:%y%m%d}{right}{round(strike * 1000):08d}"
 
 
 def parse_occ(symbol: str) -> tuple[str, date, str, float] | None:
@@ -764,7 +770,7 @@ class MarketModel:
                     "status": "active",
                     "tradable": True,
                     "expiration_date": row.expiration.isoformat(),
-                    "root_symbol": underlying,
+                    "root_symbol": option_root(underlying),
                     "underlying_symbol": underlying,
                     "underlying_asset_id": asset_id,
                     "type": row.type,

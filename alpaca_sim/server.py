@@ -68,6 +68,7 @@ from alpaca_sim.market_model import (
     NY,
     RENAMES,
     MarketModel,
+    option_root,
     parse_occ,
     stable_uniform,
     valid_symbol,
@@ -704,7 +705,7 @@ class SimulatorServer:
         if "expiration_date_lte" in params:
             mask &= (exp <= _parse_date(params["expiration_date_lte"], "expiration_date_lte")).to_numpy()
         if "root_symbol" in params:
-            mask &= (df["underlying"] == params["root_symbol"]).to_numpy()
+            mask &= (df["underlying"].map(option_root) == params["root_symbol"]).to_numpy()
         return df[mask]
 
     def _as_of_param(self, params: dict[str, str]) -> date | None:

@@ -37,6 +37,18 @@ DEFAULT_ROOT_ALIASES: Mapping[str, str] = {
 REASONS = ("bad_format", "bad_expiry_date", "non_positive_strike", "mismatch_underlying")
 
 
+def option_root(underlying: str) -> str:
+    """The OCC option root of an equity symbol: share-class dots are dropped (``BRK.B`` -> ``BRKB``).
+
+    OCC roots are letters only (plus an adjustment digit), so a class share's options can never carry the dot;
+    without this mapping every BRK.B contract fails the format check and is quarantined.
+
+    >>> option_root("BRK.B"), option_root("aapl")
+    ('BRKB', 'AAPL')
+    """
+    return underlying.strip().upper().replace(".", "")
+
+
 def _clean(symbol: str) -> str:
     return symbol.replace(" ", "").strip().upper()
 
@@ -86,8 +98,9 @@ def build_occ(root: str, expiration: dt.date | str, option_type: str, strike: fl
 
 
 def _root_matches(root: pd.Series, underlying: pd.Series, aliases: Mapping[str, str]) -> pd.Series:
-    """A root matches its underlying directly, via an alias (SPXW->SPX) or minus an adjustment digit."""
-    u = underlying.astype("string").str.upper().str.strip()
+    """A root matches its underlying directly, via an alias (SPXW->SPX) or minus an adjustment digit; the
+    underlying is compared as its OCC root (BRK.B -> BRKB)."""
+    u = underlying.astype("string").str.upper().str.strip().str.replace(".", "", regex=False)  # BRK.B -> BRKB
     r = root.astype("string")
     r_base = r.str.replace(r"\d$", "", regex=True)
     r_alias = r.map(lambda v: aliases.get(v, v) if isinstance(v, str) else v).astype("string")
