@@ -278,3 +278,74 @@ def adjust_bars(bars: pd.DataFrame, factors: pd.DataFrame, mode: Mode = "all") -
         out.loc[idx, present] = prices
         out.loc[idx, "volume"] = volume.astype(np.int64)
     return out
+
+
+def propagate_renames(actions: pd.DataFrame) -> pd.DataFrame:
+    """Actions with each renamed symbol's later actions copied to its old symbol.
+
+    After ``FB -> META`` on R, a META split after R must also re-adjust FB's bars (one company, one history), so
+    META's price-effect actions with ex-date >= R are repeated under FB. Chains (A -> B -> C) resolve in order.
+    """
+    if "new_symbol" not in actions:
+        return actions
+    renames = actions.loc[actions["type"] == "name_change", ["symbol", "new_symbol", "ex_date"]]
+    if renames.empty:
+        return actions
+    out = [actions]
+    for old, new, effective in sorted(renames.itertuples(index=False), key=lambda r: r[2], reverse=True):
+        later = pd.concat(out, ignore_index=True)
+        mask = (later["symbol"] == new) & (pd.to_datetime(later["ex_date"]) >= pd.Timestamp(effective))
+        mask &= later["type"].map(PRICE_EFFECT).notna()
+        if mask.any():
+            out.append(later.loc[mask].assign(symbol=old))
+    return pd.concat(out, ignore_index=True)
+
+
+def trailing_dividend_yield(
+    dividends: pd.DataFrame, prices: dict[str, float], as_of: object, window_days: int = 365
+) -> dict[str, float]:
+    """Continuous dividend yield per underlying from its trailing cash dividends, for Black-Scholes-Merton.
+
+    ``dividends``: ``symbol, ex_date, cash_amount[, is_special]`` (specials are one-offs and excluded: they say
+    nothing about the next year). D = the sum of amounts with ex-date in (as_of - window, as_of]; with price S,
+    ``q = -ln(1 - D / S)``, the yield whose continuous payout over one year removes D from S (close to D / S
+    for small yields). Underlyings without dividends get 0; D >= S is nonsense data and gives no entry.
+
+    >>> round(trailing_dividend_yield(pd.DataFrame({"symbol": ["X"] * 4, "ex_date": ["2024-02-01", "2024-05-01",
+    ...     "2024-08-01", "2024-11-01"], "cash_amount": [0.25] * 4}), {"X": 100.0}, "2024-12-31")["X"], 6)
+    0.01005
+    """
+    end = pd.Timestamp(as_of)
+    start = end - pd.Timedelta(days=window_days)
+    d = dividends.copy()
+    ex = pd.to_datetime(d["ex_date"])
+    keep = (ex > start) & (ex <= end)
+    if "is_special" in d:
+        keep &= ~d["is_special"].fillna(False).astype(bool)
+    totals = d.loc[keep].groupby("symbol")["cash_amount"].sum()
+    out: dict[str, float] = {}
+    for symbol, price in prices.items():
+        total = float(totals.get(symbol, 0.0))
+        if price > 0 and 0 <= total < price:
+            out[symbol] = float(-np.log1p(-total / price))
+    return out
+
+
+def unexplained_moves(bars: pd.DataFrame, action_dates: pd.DataFrame, threshold: float = 0.35) -> pd.DataFrame:
+    """Overnight moves beyond ``threshold`` (open / previous close - 1, raw prices) on a session with no action.
+
+    A 4:1 split looks like a 75 % overnight drop in raw prices; if no action explains it, adjusted history is
+    wrong until the action arrives, so the data-quality check lists these as "possible missing corporate
+    action". ``bars``: ``symbol, session, open, close`` raw; ``action_dates``: ``symbol, ex_date`` of every
+    known action (any type). Returns ``symbol, session, prev_close, open, move``.
+    """
+    b = bars.sort_values(["symbol", "session"]).reset_index(drop=True)
+    prev_close = b.groupby("symbol")["close"].shift(1)
+    move = b["open"] / prev_close - 1.0
+    flagged = b.assign(prev_close=prev_close, move=move).loc[move.abs() > threshold]
+    if flagged.empty:
+        return flagged.loc[:, ["symbol", "session", "prev_close", "open", "move"]]
+    known = set(zip(action_dates["symbol"], pd.to_datetime(action_dates["ex_date"]).dt.date, strict=True))
+    sessions = pd.to_datetime(flagged["session"]).dt.date
+    unexplained = [(s, d) not in known for s, d in zip(flagged["symbol"], sessions, strict=True)]
+    return flagged.loc[unexplained, ["symbol", "session", "prev_close", "open", "move"]].reset_index(drop=True)

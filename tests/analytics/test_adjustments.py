@@ -196,3 +196,34 @@ def test_factors_compose_and_bad_actions_get_a_reason_not_an_exception() -> None
     assert f.loc[d2, "cum_dividend_factor"] == pytest.approx(0.98)
     with pytest.raises(ValueError, match="adjustment mode"):
         adj.adjust_prices(np.ones(1), np.ones(1), np.ones(1), np.ones(1), np.ones(1), "dividend")  # type: ignore[arg-type]
+
+
+def test_trailing_dividend_yield_and_renames_and_unexplained_moves() -> None:
+    divs = pd.DataFrame(
+        {
+            "symbol": ["X", "X", "X", "X", "X", "Y"],
+            "ex_date": ["2023-11-01", "2024-02-01", "2024-05-01", "2024-08-01", "2024-11-01", "2024-06-01"],
+            "cash_amount": [9.0, 0.25, 0.25, 0.25, 0.25, 1.0],
+            "is_special": [False, False, False, True, False, False],
+        }
+    )
+    q = adj.trailing_dividend_yield(divs, {"X": 50.0, "Y": 20.0, "Z": 10.0}, "2024-12-31")
+    assert q["X"] == pytest.approx(-np.log(1 - 0.75 / 50.0), rel=1e-15)  # 2023 one out of window, special out
+    assert q["Y"] == pytest.approx(-np.log(1 - 1 / 20.0)) and q["Z"] == 0.0
+    actions = pd.DataFrame(
+        [
+            ("FB", "name_change", "2022-06-09", "META", np.nan),
+            ("META", "forward_split", "2023-01-03", None, 2.0),
+            ("META", "forward_split", "2021-01-04", None, 3.0),
+        ],
+        columns=["symbol", "type", "ex_date", "new_symbol", "new_rate"],
+    )
+    out = adj.propagate_renames(actions)
+    fb = out.loc[(out["symbol"] == "FB") & (out["type"] == "forward_split")]
+    assert fb["ex_date"].tolist() == ["2023-01-03"]
+    raw = _marketstore("aapl_2020_raw.csv")
+    flagged = adj.unexplained_moves(raw, pd.DataFrame({"symbol": [], "ex_date": []}))
+    assert flagged["session"].tolist() == [pd.Timestamp("2020-08-31").date()]
+    assert flagged["move"].item() == pytest.approx(127.58 / 499.23 - 1, rel=1e-12)
+    known = pd.DataFrame({"symbol": ["AAPL"], "ex_date": ["2020-08-31"]})
+    assert adj.unexplained_moves(raw, known).empty
