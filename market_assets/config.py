@@ -42,6 +42,11 @@ DEFAULT_SYMBOLS: tuple[str, ...] = (
 )
 FEEDS = ("iex", "sip", "otc", "delayed_sip")
 DEFAULT_STREAM_URL = "wss://stream.data.alpaca.markets/v2/{feed}"
+#: MARKET_PRICE_ADJUSTMENT: which prices the analytics read. ``all`` (default): split- and dividend-adjusted
+#: (market.bars_daily_adjusted), so indicators are continuous across every corporate action; ``split``: split
+#: adjusted only (market.bars_daily_split_adjusted: chart levels as traded, no dividend drift); ``raw``: as
+#: delivered (a 4:1 split then reads as a 75 % crash).
+PRICE_ADJUSTMENTS = ("all", "split", "raw")
 
 
 def parse_symbols(raw: str, variable: str = "MARKET_SYMBOLS") -> tuple[str, ...]:
@@ -114,6 +119,7 @@ class Settings:
     rate_limit_per_minute: float
     http_timeout_seconds: float
     alpaca_stream_url: str | None = None
+    price_adjustment: str = "all"
 
     def stream_url(self) -> str:
         """The market-data stream endpoint: ``ALPACA_STREAM_URL``, else the data host's ``/v2/{feed}``.
@@ -144,6 +150,7 @@ class Settings:
             "feed": self.alpaca_feed,
             "symbols": ",".join(self.symbols),
             "history_start": self.history_start.isoformat(),
+            "prices": f"adjusted: {self.price_adjustment}",
         }
 
 
@@ -192,6 +199,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     rate = _parse_positive(get("ALPACA_RATE_LIMIT_PER_MINUTE") or "180", "ALPACA_RATE_LIMIT_PER_MINUTE")
     timeout = _parse_positive(get("ALPACA_HTTP_TIMEOUT_SECONDS") or "30", "ALPACA_HTTP_TIMEOUT_SECONDS")
 
+    adjustment = (get("MARKET_PRICE_ADJUSTMENT") or "all").strip().lower()
+    if adjustment not in PRICE_ADJUSTMENTS:
+        raise SettingsError(
+            f"MARKET_PRICE_ADJUSTMENT={adjustment!r} is not one of {', '.join(PRICE_ADJUSTMENTS)}"
+            " (all: splits and dividends, split: splits only, raw: as delivered)"
+        )
+
     return Settings(
         data_home=data_home,
         database_url=database_url,
@@ -206,6 +220,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_minute=rate,
         http_timeout_seconds=timeout,
         alpaca_stream_url=stream_url,
+        price_adjustment=adjustment,
     )
 
 

@@ -14,7 +14,7 @@ from dagster import Definitions, EnvVar, load_assets_from_modules
 from market_assets.alpaca.resource import AlpacaResource, Endpoint
 from market_assets.cache.resource import CacheResource
 from market_assets.config import Settings, load_settings
-from market_assets.defs import bars, options, technicals
+from market_assets.defs import bars, corporate_actions, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
 from market_assets.defs.resources import MarketClockResource, OptionParameters
@@ -61,7 +61,11 @@ def build_resources() -> dict[str, object]:
     settings = load_settings()  # fails at load with the variable's name when a value is bad
     return {
         "alpaca": alpaca_resource(settings),
-        "warehouse": WarehouseResource(database_url=_env("DATABASE_URL"), data_home=str(settings.data_home)),
+        "warehouse": WarehouseResource(
+            database_url=_env("DATABASE_URL"),
+            data_home=str(settings.data_home),
+            price_adjustment=settings.price_adjustment,  # which bars the analytics read
+        ),
         "cache": CacheResource(redis_url=_env("REDIS_URL"), data_home=str(settings.data_home)),
         "market_clock": MarketClockResource(),
         # validates RISK_FREE_RATE / DIVIDEND_YIELDS / ... at load, naming the variable; visible in the UI
@@ -70,7 +74,7 @@ def build_resources() -> dict[str, object]:
 
 
 defs = Definitions(
-    assets=load_assets_from_modules([bars, cache_assets, options, technicals]),
+    assets=load_assets_from_modules([bars, cache_assets, corporate_actions, options, technicals]),
     jobs=[daily_market_job, intraday_refresh_job],
     sensors=[intraday_refresh_sensor],
     schedules=[after_close_schedule],

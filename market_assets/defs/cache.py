@@ -34,6 +34,7 @@ CACHE_DEPS = [
     AssetKey("daily_bars"),
     AssetKey("intraday_bars"),
     AssetKey("technical_indicators"),
+    AssetKey("adjusted_history"),  # re-warmed after a new action re-adjusted a symbol's history
     AssetKey("option_greeks"),
     AssetKey("options_flow"),
 ]

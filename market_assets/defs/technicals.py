@@ -59,6 +59,8 @@ from market_assets.warehouse.resource import WarehouseResource
 
 GROUP = "technicals"
 DAILY_BARS = AssetKey("daily_bars")
+# the factors of the partition's actions are stored before its bars are read adjusted (MARKET_PRICE_ADJUSTMENT)
+CORPORATE_ACTIONS = AssetKey("corporate_actions")
 INTRADAY_BARS = AssetKey("intraday_bars")
 _EPOCH = date(1900, 1, 1)  # "from the first stored bar" for a session range
 
@@ -160,7 +162,7 @@ def _finish(t0: float, metadata: dict[str, Any], checks: list[AssetCheckResult])
     group_name=GROUP,
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
-    deps=[DAILY_BARS, INTRADAY_BARS],
+    deps=[DAILY_BARS, INTRADAY_BARS, CORPORATE_ACTIONS],
     check_specs=[
         AssetCheckSpec(
             "rsi_in_range",
@@ -221,7 +223,7 @@ def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseRes
     group_name=GROUP,
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
-    deps=[DAILY_BARS],
+    deps=[DAILY_BARS, CORPORATE_ACTIONS],
     check_specs=[
         AssetCheckSpec(
             "patterns_on_bars",
@@ -263,7 +265,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
     group_name=GROUP,
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
-    deps=[DAILY_BARS],
+    deps=[DAILY_BARS, CORPORATE_ACTIONS],
     check_specs=[
         AssetCheckSpec(
             "levels_consistent",
@@ -305,7 +307,7 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
     group_name=GROUP,
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
-    deps=[DAILY_BARS],
+    deps=[DAILY_BARS, CORPORATE_ACTIONS],
     check_specs=[
         AssetCheckSpec(
             "pivots_ordered",

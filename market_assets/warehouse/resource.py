@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -141,6 +141,9 @@ class WarehouseResource(ConfigurableResource):
 
     database_url: str | None = None
     data_home: str | None = None
+    # which bars the analytics read (MARKET_PRICE_ADJUSTMENT): a read-side choice of this warehouse's relations,
+    # see market_assets.warehouse.queries.bars.daily_bars
+    price_adjustment: Literal["all", "split", "raw"] = "all"
 
     _conninfo: str | None = PrivateAttr(default=None)
 

@@ -17,6 +17,12 @@ from market_assets.warehouse import tables
 from market_assets.warehouse.resource import WarehouseResource
 
 BAR_FRAME_COLUMNS = ["symbol", "ts", "session", "open", "high", "low", "close", "volume"]
+#: MARKET_PRICE_ADJUSTMENT -> the relation the analytics read (migration 020 defines the views)
+ADJUSTED_RELATIONS = {
+    "all": "market.bars_daily_adjusted",
+    "split": "market.bars_daily_split_adjusted",
+    "raw": tables.BARS_DAILY.name,
+}
 
 
 def _identifier(table: tables.Table) -> sql.Identifier:
@@ -29,11 +35,18 @@ def active_symbols(warehouse: WarehouseResource) -> list[str]:
     return frame["symbol"].tolist() if not frame.empty else []
 
 
-def daily_bars(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
-    """Daily bars of `symbols` with session in [start, last]; `session` as datetime.date values."""
+def daily_bars(
+    warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date, adjustment: str | None = None
+) -> pd.DataFrame:
+    """Daily bars of `symbols` with session in [start, last]; `session` as datetime.date values.
+
+    `adjustment` (default: the warehouse's ``price_adjustment``, MARKET_PRICE_ADJUSTMENT) picks raw bars or
+    the adjusted views, as of the latest known action: what every derived table is computed from.
+    """
     if not symbols:
         return pd.DataFrame(columns=BAR_FRAME_COLUMNS)
-    bars = warehouse.read_bars(tables.BARS_DAILY.name, list(symbols), start, last)
+    relation = ADJUSTED_RELATIONS[adjustment or warehouse.price_adjustment]
+    bars = warehouse.read_bars(relation, list(symbols), start, last)
     if bars.empty:
         return pd.DataFrame(columns=BAR_FRAME_COLUMNS)
     bars["session"] = pd.to_datetime(bars["session"]).dt.date

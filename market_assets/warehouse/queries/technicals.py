@@ -15,6 +15,7 @@ import pandas as pd
 from psycopg import sql
 
 from market_assets.warehouse import tables
+from market_assets.warehouse.queries.bars import ADJUSTED_RELATIONS
 from market_assets.warehouse.resource import WarehouseResource
 
 
@@ -132,17 +133,20 @@ def pattern_orphans(warehouse: WarehouseResource, universe: Sequence[str], first
 
 
 def level_violations(warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date) -> int:
-    """Stored levels of the window on the wrong side of the as-of close, or with touches after the as-of bar."""
-    return int(
-        warehouse.scalar(
-            "SELECT count(*) FROM market.support_resistance s "
-            "JOIN market.bars_daily b ON b.symbol = s.symbol AND b.session = s.as_of "
-            "WHERE s.symbol = ANY(%s) AND s.session BETWEEN %s AND %s AND NOT ("
-            " ((s.kind = 'support' AND s.level <= b.close) OR (s.kind = 'resistance' AND s.level > b.close))"
-            " AND s.last_touch <= b.ts AND s.first_touch <= s.last_touch)",
-            (list(universe), first, last),
-        )
-    )
+    """Stored levels of the window on the wrong side of the as-of close, or with touches after the as-of bar.
+
+    The close is read from the bars the levels were computed from (MARKET_PRICE_ADJUSTMENT): before a split,
+    adjusted levels and the raw close are on different scales.
+    """
+    bars = sql.Identifier(*ADJUSTED_RELATIONS[warehouse.price_adjustment].split("."))
+    query = sql.SQL(
+        "SELECT count(*) FROM market.support_resistance s "
+        "JOIN {} b ON b.symbol = s.symbol AND b.session = s.as_of "
+        "WHERE s.symbol = ANY(%s) AND s.session BETWEEN %s AND %s AND NOT ("
+        " ((s.kind = 'support' AND s.level <= b.close) OR (s.kind = 'resistance' AND s.level > b.close))"
+        " AND s.last_touch <= b.ts AND s.first_touch <= s.last_touch)"
+    ).format(bars)
+    return int(warehouse.scalar(query, (list(universe), first, last)))
 
 
 def pivot_faults(warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date) -> dict[str, int]:

@@ -1,0 +1,152 @@
+"""Named reads and writes on corporate actions and adjustment factors.
+
+Why factors are written "changed only": ``computed_at`` of a factor row is the signal that the derived history
+before its ex-date is stale (:func:`stale_symbols`); rewriting identical factors every day would make every
+symbol look stale and turn the incremental recompute into a full one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from market_assets.warehouse import tables
+from market_assets.warehouse.resource import WarehouseResource
+
+ACTION_COLUMNS = ["symbol", "type", "ex_date", "new_symbol", "new_rate", "old_rate", "cash_amount"]
+
+
+def store_actions(warehouse: WarehouseResource, frame: pd.DataFrame, run_id: str) -> int:
+    """Upsert validated actions by id; returns the rows that were new or changed (a re-run returns 0)."""
+    if frame.empty:
+        return 0
+    rows = frame.assign(run_id=run_id, payload=frame["payload"].map(lambda p: json.dumps(p, default=str)))
+    rows = rows.replace({np.nan: None})
+    return warehouse.upsert(tables.CORPORATE_ACTIONS, rows.loc[:, list(tables.CORPORATE_ACTIONS.column_names)],
+                            changed_only=True)  # fmt: skip
+
+
+def actions_for_factors(warehouse: WarehouseResource, symbols: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The actions of `symbols` that a factor can be formed for, and the raw closes the factors need.
+
+    An action counts once the market has traded ex: a bar on or after its ex-date is stored (a dividend
+    announced for next week must not rescale today's bars against a close that does not exist yet). Name
+    changes into `symbols` come along so a renamed symbol's later actions reach its old bars. The closes are
+    only "the last raw close before each ex-date", one lookup per action: O(actions), not O(history).
+    """
+    actions = warehouse.read_frame(
+        "SELECT a.symbol, a.type, a.ex_date, a.new_symbol, a.new_rate, a.old_rate, a.cash_amount,"
+        "       p.session AS prev_session, p.close AS prev_close"
+        " FROM market.corporate_actions a"
+        " LEFT JOIN LATERAL (SELECT b.session, b.close FROM market.bars_daily b"
+        "                    WHERE b.symbol = a.symbol AND b.session < a.ex_date"
+        "                    ORDER BY b.session DESC LIMIT 1) p ON true"
+        " WHERE (a.symbol = ANY(%(s)s) OR a.new_symbol = ANY(%(s)s))"
+        "   AND EXISTS (SELECT 1 FROM market.bars_daily n WHERE n.symbol = a.symbol AND n.session >= a.ex_date)"
+        " ORDER BY a.symbol, a.ex_date",
+        {"s": list(symbols)},
+    )
+    if actions.empty:
+        return pd.DataFrame(columns=ACTION_COLUMNS), pd.DataFrame(columns=["symbol", "session", "close"])
+    for c in ("new_rate", "old_rate", "cash_amount", "prev_close"):
+        actions[c] = pd.to_numeric(actions[c], errors="coerce").astype(float)
+    closes = (
+        actions.loc[actions["prev_session"].notna(), ["symbol", "prev_session", "prev_close"]]
+        .drop_duplicates()
+        .rename(columns={"prev_session": "session", "prev_close": "close"})
+    )
+    return actions.loc[:, ACTION_COLUMNS], closes
+
+
+def write_factors(
+    warehouse: WarehouseResource, factors: pd.DataFrame, symbols: Sequence[str], run_id: str
+) -> list[str]:
+    """Make the stored factors of `symbols` equal `factors`; returns the symbols whose factors changed.
+
+    Unchanged rows are left alone (their ``computed_at`` too); rows of an action that disappeared are deleted.
+    """
+    before = warehouse.read_frame(
+        "SELECT symbol, max(computed_at) AS t, count(*) AS n FROM market.adjustment_factors"
+        " WHERE symbol = ANY(%s) GROUP BY symbol",
+        (list(symbols),),
+    )
+    with warehouse.transaction():
+        if not factors.empty:
+            warehouse.upsert(tables.ADJUSTMENT_FACTORS, factors.assign(run_id=run_id).replace({np.nan: None}),
+                             changed_only=True)  # fmt: skip
+        keep = factors[["symbol", "ex_date"]] if not factors.empty else pd.DataFrame(columns=["symbol", "ex_date"])
+        with warehouse.connect() as conn:
+            conn.execute(
+                "DELETE FROM market.adjustment_factors f WHERE f.symbol = ANY(%s) AND NOT EXISTS ("
+                " SELECT 1 FROM unnest(%s::text[], %s::date[]) AS k(symbol, ex_date)"
+                " WHERE k.symbol = f.symbol AND k.ex_date = f.ex_date)",
+                (list(symbols), keep["symbol"].tolist(), keep["ex_date"].tolist()),
+            )
+    after = warehouse.read_frame(
+        "SELECT symbol, max(computed_at) AS t, count(*) AS n FROM market.adjustment_factors"
+        " WHERE symbol = ANY(%s) GROUP BY symbol",
+        (list(symbols),),
+    )
+    old = {r.symbol: (r.t, r.n) for r in before.itertuples()}
+    new = {r.symbol: (r.t, r.n) for r in after.itertuples()}
+    return sorted(s for s in set(old) | set(new) if old.get(s) != new.get(s))
+
+
+def stale_symbols(warehouse: WarehouseResource, universe: Sequence[str]) -> list[str]:
+    """Symbols with derived rows computed before a factor that applies to them: their history must be recomputed.
+
+    A factor row applies to every bar before its ex-date; if any indicator row before that ex-date is older
+    than the factor, it was computed from differently adjusted prices.
+    """
+    frame = warehouse.read_frame(
+        "SELECT DISTINCT f.symbol FROM market.adjustment_factors f"
+        " WHERE f.symbol = ANY(%s) AND EXISTS ("
+        "   SELECT 1 FROM market.indicators_daily i"
+        "   WHERE i.symbol = f.symbol AND i.session < f.ex_date AND i.computed_at < f.computed_at)"
+        " ORDER BY 1",
+        (list(universe),),
+    )
+    return frame["symbol"].tolist() if not frame.empty else []
+
+
+def first_bar_session(warehouse: WarehouseResource, symbols: Sequence[str]) -> date | None:
+    return warehouse.scalar("SELECT min(session) FROM market.bars_daily WHERE symbol = ANY(%s)", (list(symbols),))
+
+
+def raw_opens_and_closes(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
+    """Raw ``symbol, session, open, close`` in [start, last] (the missing-action check reads traded prices)."""
+    frame = warehouse.read_frame(
+        "SELECT symbol, session, open, close FROM market.bars_daily"
+        " WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s ORDER BY symbol, session",
+        (list(symbols), start, last),
+    )
+    return frame if not frame.empty else pd.DataFrame(columns=["symbol", "session", "open", "close"])
+
+
+def action_dates(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
+    """``symbol, ex_date`` of every stored action (any type, under either name) in [start, last]."""
+    frame = warehouse.read_frame(
+        "SELECT symbol, ex_date FROM market.corporate_actions WHERE symbol = ANY(%(s)s)"
+        "   AND ex_date BETWEEN %(a)s AND %(b)s"
+        " UNION SELECT new_symbol, ex_date FROM market.corporate_actions WHERE new_symbol = ANY(%(s)s)"
+        "   AND ex_date BETWEEN %(a)s AND %(b)s",
+        {"s": list(symbols), "a": start, "b": last},
+    )
+    return frame if not frame.empty else pd.DataFrame(columns=["symbol", "ex_date"])
+
+
+def cash_dividends(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
+    """``symbol, ex_date, cash_amount, is_special`` of cash dividends with ex-date in [start, last]."""
+    frame = warehouse.read_frame(
+        "SELECT symbol, ex_date, cash_amount, is_special FROM market.corporate_actions"
+        " WHERE type = 'cash_dividend' AND symbol = ANY(%s) AND ex_date BETWEEN %s AND %s",
+        (list(symbols), start, last),
+    )
+    if frame.empty:
+        return pd.DataFrame(columns=["symbol", "ex_date", "cash_amount", "is_special"])
+    frame["cash_amount"] = frame["cash_amount"].astype(float)
+    return frame
