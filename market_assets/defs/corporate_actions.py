@@ -10,7 +10,6 @@ changed after their rows were computed, over their whole stored history. That st
 finds nothing stale) and costs O(those symbols' history), not O(universe).
 """
 
-
 import time
 from datetime import date
 from typing import Any
