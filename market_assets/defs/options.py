@@ -47,6 +47,7 @@ from market_assets.alpaca.options import (
     serves_history,
 )
 from market_assets.alpaca.resource import AlpacaResource
+from market_assets.analytics.adjustments import trailing_dividend_yield
 from market_assets.analytics.options.flow import compute_flow
 from market_assets.analytics.options.greeks import MODEL, compute_greeks
 from market_assets.analytics.options.rows import (
@@ -70,6 +71,7 @@ from market_assets.reporting.charts import smile_chart
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries import options as queries
 from market_assets.warehouse.queries.bars import active_symbols
+from market_assets.warehouse.queries.corporate_actions import cash_dividends
 from market_assets.warehouse.resource import WarehouseResource, WriteResult, conform
 
 GROUP = "options"
@@ -433,6 +435,19 @@ def _divergence(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def session_dividend_yields(
+    warehouse: WarehouseResource, window: Window, closes: pd.DataFrame, overrides: dict[str, float]
+) -> dict[date, dict[str, float]]:
+    """Per session: the continuous dividend yield of each underlying from its trailing-12-month cash dividends
+    (market.corporate_actions) over that session's close; DIVIDEND_YIELDS overrides an underlying."""
+    dividends = cash_dividends(warehouse, window.universe, window.first - timedelta(days=366), window.last)
+    out: dict[date, dict[str, float]] = {}
+    for day, day_closes in closes.groupby("session", sort=True):
+        prices = dict(zip(day_closes["symbol"], day_closes["close"].astype(float), strict=True))
+        out[day] = {**trailing_dividend_yield(dividends, prices, day), **overrides}
+    return out
+
+
 @asset(
     group_name=GROUP,
     partitions_def=daily_partitions,
@@ -464,11 +479,17 @@ def option_greeks(
     if (skip := _no_session(window, ["iv_plausible", "greeks_cover_chain"])) is not None:
         return skip
     span = window.span
-    frame = compute_greeks(
-        queries.chain_for_greeks(warehouse, *span),
-        queries.underlying_closes(warehouse, *span),
-        rate=option_parameters.risk_free_rate,
-        dividend_yields=option_parameters.dividend_yields,
+    chain = queries.chain_for_greeks(warehouse, *span)
+    closes = queries.underlying_closes(warehouse, *span)
+    yields = session_dividend_yields(warehouse, window, closes, option_parameters.dividend_yields)
+    parts = [
+        compute_greeks(day_chain, closes, rate=option_parameters.risk_free_rate, dividend_yields=yields.get(day, {}))
+        for day, day_chain in chain.groupby("snapshot_date", sort=True)
+    ]
+    frame = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else compute_greeks(chain, closes, rate=option_parameters.risk_free_rate, dividend_yields={})
     ).assign(run_id=context.run.run_id)
     result = _replace(warehouse, tables.OPTION_GREEKS, frame, window)
     no_spot = sorted(frame.loc[frame["iv_reason"] == "no_underlying_price", "underlying"].unique())
@@ -486,6 +507,10 @@ def option_greeks(
             "early_exercise_flagged": MetadataValue.int(int(frame["early_exercise_flag"].fillna(False).sum())),
             **_divergence(frame),
             "rate": MetadataValue.float(option_parameters.risk_free_rate),
+            "dividend_yields": MetadataValue.json(
+                {u: round(q, 6) for u, q in (yields[max(yields)] if yields else {}).items()}
+            ),
+            "dividend_yield_overrides": MetadataValue.json(sorted(option_parameters.dividend_yields)),
             "model": MODEL,
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
             "preview": _md_table(

@@ -31,8 +31,9 @@ from market_assets.errors import MarketDataError
 from market_assets.observability.logging import configure
 
 # the tables the run summary counts, from the registry (its partition column gives the "in window" count)
-SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.indicators_daily",
-                  "market.patterns", "market.support_resistance", "market.option_chain", "market.option_greeks",
+SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.corporate_actions",
+                  "market.adjustment_factors", "market.indicators_daily", "market.patterns",
+                  "market.support_resistance", "market.option_chain", "market.option_greeks",
                   "market.options_flow_daily", "market.quarantine")  # fmt: skip
 # Dagster's documented run tags for a single-run partition range (the tag names are public; their constants are not)
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -49,6 +50,25 @@ class StepOutcome:
     materialized: list[str] = field(default_factory=list)
     checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (asset.check, passed, severity)
     error: str | None = None
+    skipped: str | None = None  # why the step did not run (not a failure)
+
+
+def options_skip_reason(last: date, serves_history: bool, now: datetime | None = None) -> str | None:
+    """Why the option snapshots of a window ending on `last` cannot be had, or None when they can.
+
+    Alpaca serves option snapshots only as of now: a window that ends before the latest completed session
+    has no snapshot to fetch. That is normal for a historical run, so the step is skipped with this reason
+    (and the run still succeeds) instead of failing the whole run.
+    """
+    from market_assets.domain.sessions import last_completed_session
+
+    latest = last_completed_session(now or datetime.now().astimezone())
+    if serves_history or latest is None or last >= latest:
+        return None
+    return (
+        f"Alpaca serves option snapshots only as of now; the window ends {last}, before the latest completed "
+        f"session {latest} (run a window ending {latest} for options)"
+    )
 
 
 log = logging.getLogger("market_assets.cli")
@@ -212,8 +232,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             None,
         ),
     ]
+    skips: dict[str, str] = {}
     if last:
-        plan.append((f"options for the last session {last}", AssetSelection.groups("options"), (last, last), None))
+        label = f"options for the last session {last}"
+        plan.append((label, AssetSelection.groups("options"), (last, last), None))
+        from market_assets.definitions import defs
+
+        alpaca = (defs.resources or {}).get("alpaca")
+        reason = options_skip_reason(last, bool(getattr(alpaca, "serves_option_history", False)))
+        if reason:
+            skips[label] = reason
     if intraday:
         plan.append(
             (
@@ -230,6 +258,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     steps: list[StepOutcome] = []
     for number, (label, selection, window, run_config) in enumerate(plan, start=1):
         _print(f"[{number}/{len(plan)}] {label}")
+        if label in skips:
+            steps.append(StepOutcome(label, True, 0.0, skipped=skips[label]))
+            _print(f"      skipped: {skips[label]}")
+            continue
         steps.append(_materialize(label, selection, instance=instance, run_config=run_config, partition_range=window))
         _report_step(steps[-1])
         if not steps[-1].success:
@@ -252,6 +284,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     errors = [c for c in checks if not c[1] and c[2] == "ERROR"]
     warnings = [c for c in checks if not c[1] and c[2] != "ERROR"]
     _print(f"  checks: {passed} passed, {len(errors)} failed, {len(warnings)} warned")
+    for check, _, _ in warnings:
+        _print(f"    warned: {check}")
+    for step in steps:
+        if step.skipped:
+            _print(f"  skipped: {step.name}: {step.skipped}")
     ok = all(s.success for s in steps) and not errors
     _print(f"  time: {time.perf_counter() - started:.1f}s")
     _print(f"  result: {'SUCCESS' if ok else 'FAILED'}")
