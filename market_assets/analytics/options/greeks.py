@@ -99,6 +99,10 @@ def compute_greeks(
     reason = np.asarray(reason, dtype=object)
     reason[np.isnan(price)] = "no_price"
     reason[~np.isnan(price) & np.isnan(S)] = "no_underlying_price"
+    # A root with an adjustment digit (AAPL1) is a contract a corporate action changed: its deliverable is no
+    # longer 100 shares of the underlying, so pricing it against the underlying's close would be wrong.
+    adjusted = out["symbol"].astype(str).str.replace(" ", "", regex=False).str[:-15].str.contains(r"\d$").to_numpy()
+    reason[adjusted] = "non_standard_deliverable"
     iv = np.where(pd.isna(reason), iv, np.nan)
     out["iv"] = iv
     out["iv_reason"] = reason

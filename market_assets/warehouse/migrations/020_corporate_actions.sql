@@ -152,3 +152,60 @@ WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily n WHERE n.symbol = r.new_symbo
 COMMENT ON VIEW market.bars_daily_adjusted_lineage IS
     'bars_daily_adjusted plus, under each new symbol of a name change, the old symbol''s bars before the change '
     '(listed_as says which ticker traded). The old symbol''s factors apply to its own bars.';
+
+-- The analyst views that put a stored indicator next to a historical close must use the close the indicator
+-- was computed from (adjusted, MARKET_PRICE_ADJUSTMENT=all, the default): before a split, a raw close against
+-- adjusted Bollinger bands reads as a breakout that never happened. (v_technical_snapshot and v_levels_latest
+-- read the latest session only, where every factor is 1.)
+CREATE OR REPLACE VIEW market.v_signals_recent AS
+WITH recent AS (
+    SELECT session FROM (SELECT DISTINCT session FROM market.bars_daily) s ORDER BY session DESC LIMIT 30
+)
+SELECT p.session,
+       p.symbol,
+       p.pattern,
+       p.direction,
+       p.strength,
+       b.close,
+       i.rsi,
+       i.relative_volume,
+       p.details
+FROM market.patterns p
+JOIN recent r ON r.session = p.session
+LEFT JOIN market.bars_daily_adjusted b ON b.symbol = p.symbol AND b.ts = p.ts
+LEFT JOIN market.indicators_daily i ON i.symbol = p.symbol AND i.ts = p.ts
+ORDER BY p.session DESC, p.strength DESC, p.symbol, p.pattern;
+
+CREATE OR REPLACE VIEW market.v_indicator_events AS
+WITH x AS (
+    SELECT i.symbol, i.session, b.close, i.rsi, i.macd, i.macd_signal, i.sma_50, i.sma_200, i.bb_upper, i.bb_lower,
+           lag(i.macd - i.macd_signal) OVER w AS prev_macd_diff,
+           lag(i.sma_50 - i.sma_200) OVER w   AS prev_sma_diff,
+           lag(i.rsi) OVER w                  AS prev_rsi
+    FROM market.indicators_daily i
+    JOIN market.bars_daily_adjusted b USING (symbol, ts)
+    WINDOW w AS (PARTITION BY i.symbol ORDER BY i.ts)
+)
+SELECT symbol, session, event, close, rsi FROM (
+    SELECT symbol, session, close, rsi, 'macd_cross_up' AS event FROM x
+        WHERE prev_macd_diff <= 0 AND macd - macd_signal > 0
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'macd_cross_down' FROM x
+        WHERE prev_macd_diff >= 0 AND macd - macd_signal < 0
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'golden_cross' FROM x WHERE prev_sma_diff <= 0 AND sma_50 - sma_200 > 0
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'death_cross' FROM x WHERE prev_sma_diff >= 0 AND sma_50 - sma_200 < 0
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'close_above_upper_band' FROM x WHERE close > bb_upper
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'close_below_lower_band' FROM x WHERE close < bb_lower
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'rsi_enters_overbought' FROM x WHERE prev_rsi < 70 AND rsi >= 70
+    UNION ALL
+    SELECT symbol, session, close, rsi, 'rsi_enters_oversold' FROM x WHERE prev_rsi > 30 AND rsi <= 30
+) e;
+COMMENT ON VIEW market.v_indicator_events IS
+    'Indicator crossings derived from market.indicators_daily with window functions: MACD/signal crosses, '
+    'golden/death crosses (SMA 50/200), closes (adjusted, like the indicators) outside the Bollinger bands, RSI '
+    'entering 70/30. Filter by session.';
