@@ -14,6 +14,7 @@ import time
 from datetime import date
 from typing import Any
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -50,6 +51,12 @@ _DERIVED = (tables.INDICATORS_DAILY, tables.PATTERNS, tables.SUPPORT_RESISTANCE,
 def refresh_factors(warehouse: WarehouseResource, universe: list[str], run_id: str) -> tuple[list[str], int]:
     """Recompute the factors of `universe` from the stored actions; (symbols whose factors changed, factor rows)."""
     actions, closes = queries.actions_for_factors(warehouse, universe)
+    # a renamed symbol's later actions (and the closes their factors need) reach its old bars
+    renames = actions.loc[actions["type"] == "name_change", ["symbol", "new_symbol"]]
+    closes = pd.concat(
+        [closes, *(closes.loc[closes["symbol"] == new].assign(symbol=old) for old, new in renames.itertuples(False))],
+        ignore_index=True,
+    ).drop_duplicates(["symbol", "session"])
     factors = factor_table(propagate_renames(actions), closes)
     factors = factors.loc[factors["symbol"].isin(universe)]
     return queries.write_factors(warehouse, factors, universe, run_id), len(factors)

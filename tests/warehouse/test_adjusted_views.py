@@ -68,3 +68,38 @@ def test_views_equal_pure_adjustment_and_the_split_adjusted_file(warehouse: Ware
     ) == pytest.approx(124.8075, rel=1e-12)
     raw_back = warehouse.read_frame("SELECT close FROM market.bars_daily ORDER BY ts")
     assert raw_back["close"].tolist() == raw["close"].tolist()  # raw stays raw
+
+
+def test_renamed_history_is_reachable_under_the_new_symbol(warehouse: WarehouseResource) -> None:
+    """FB -> META on 2022-06-09: FB's bars before the change are listed under META too, adjusted by META's
+    later split (propagated to the old symbol's factors)."""
+    from market_assets.defs.corporate_actions import refresh_factors
+    from market_assets.warehouse.tables import CORPORATE_ACTIONS
+
+    def bars(symbol: str, days: list[str], close: float) -> pd.DataFrame:
+        ts = pd.to_datetime(days).tz_localize("America/New_York").tz_convert("UTC")
+        return pd.DataFrame({"symbol": symbol, "ts": ts, "session": [pd.Timestamp(d).date() for d in days],
+                             "open": close, "high": close, "low": close, "close": close, "volume": 100,
+                             "trade_count": pd.array([None] * len(days), dtype="Int64"), "vwap": np.nan,
+                             "feed": "sip", "run_id": "t"})  # fmt: skip
+
+    warehouse.replace_partition(BARS_DAILY, bars("FB", ["2022-06-07", "2022-06-08"], 200.0), sessions=ALL_DATES,
+                                symbols=["FB"])  # fmt: skip
+    warehouse.replace_partition(BARS_DAILY, bars("META", ["2022-06-09", "2022-06-10", "2022-06-13"], 100.0),
+                                sessions=ALL_DATES, symbols=["META"])  # fmt: skip
+    base = {c: None for c in CORPORATE_ACTIONS.column_names}
+    actions = pd.DataFrame([
+        base | {"id": "r", "type": "name_change", "symbol": "FB", "new_symbol": "META", "ex_date": date(2022, 6, 9),
+                "process_date": date(2022, 6, 9), "payload": "{}"},
+        base | {"id": "s", "type": "forward_split", "symbol": "META", "ex_date": date(2022, 6, 13),
+                "process_date": date(2022, 6, 13), "new_rate": 2.0, "old_rate": 1.0, "payload": "{}"},
+    ])  # fmt: skip
+    warehouse.upsert(CORPORATE_ACTIONS, actions)
+    changed, _ = refresh_factors(warehouse, ["FB", "META"], "t")
+    assert changed == ["FB", "META"]
+    lineage = warehouse.read_frame(
+        "SELECT listed_as, session, close FROM market.bars_daily_adjusted_lineage WHERE symbol = 'META' ORDER BY ts"
+    )
+    assert lineage["listed_as"].tolist() == ["FB", "FB", "META", "META", "META"]
+    assert lineage["close"].tolist() == [100.0, 100.0, 50.0, 50.0, 100.0]  # META's 2:1 split reaches FB's bars
+    assert warehouse.read_frame("SELECT * FROM market.symbol_renames")["new_symbol"].tolist() == ["META"]

@@ -46,7 +46,8 @@ def actions_for_factors(warehouse: WarehouseResource, symbols: Sequence[str]) ->
         "                    WHERE b.symbol = a.symbol AND b.session < a.ex_date"
         "                    ORDER BY b.session DESC LIMIT 1) p ON true"
         " WHERE (a.symbol = ANY(%(s)s) OR a.new_symbol = ANY(%(s)s))"
-        "   AND EXISTS (SELECT 1 FROM market.bars_daily n WHERE n.symbol = a.symbol AND n.session >= a.ex_date)"
+        "   AND (a.type = 'name_change'"
+        "        OR EXISTS (SELECT 1 FROM market.bars_daily n WHERE n.symbol = a.symbol AND n.session >= a.ex_date))"
         " ORDER BY a.symbol, a.ex_date",
         {"s": list(symbols)},
     )
