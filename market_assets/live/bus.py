@@ -56,18 +56,23 @@ class Bus:
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def read(
-        self, last_id: str = "$", *, block_ms: int = 1_000
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], int]]:
-        """Yield (messages, published_at_ns) for every batch after ``last_id`` ("$": from now on), forever."""
+        self, last_id: str = "$", *, block_ms: int = 1_000, count: int = 256
+    ) -> AsyncIterator[list[tuple[list[dict[str, Any]], int]]]:
+        """Yield, forever, every reply of entries after ``last_id`` ("$": from now on) as a list of
+        (messages, published_at_ns). A whole reply at once: a reader that fell behind handles everything that
+        accumulated in one pass (one frame per client instead of one per entry), which is how it catches up."""
         if last_id == "$":  # pin "now" to a concrete id: "$" again on the next call would skip what came between
             newest = await self.client.xrevrange(self.key, count=1)
             last_id = newest[0][0].decode() if newest else "0-0"
         while True:
-            reply = await self.client.xread({self.key: last_id}, count=256, block=block_ms)
+            reply = await self.client.xread({self.key: last_id}, count=count, block=block_ms)
+            batch: list[tuple[list[dict[str, Any]], int]] = []
             for _key, entries in reply or []:
                 for entry_id, fields in entries:
                     last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    yield unpack(fields[b"m"]), int(fields.get(b"at", b"0"))
+                    batch.append((unpack(fields[b"m"]), int(fields.get(b"at", b"0"))))
+            if batch:
+                yield batch
 
     async def ping(self) -> bool:
         try:

@@ -9,11 +9,16 @@ application/msgpack`` on the upgrade, as alpaca-py sends, or a binary frame), an
 Horizontal scaling: each process reads every event from the bus (a Redis Stream, ``market_assets.live.bus``), so a
 client on any process receives everything it subscribed to; put N processes behind any TCP load balancer.
 
-Backpressure (websockets' ``broadcast()`` has none): each client has a bounded pending buffer drained by its own
-writer task. Bars and quotes conflate to the latest per (type, symbol), so a client that is a little slow gets
-fresher data rather than a longer queue; a client whose buffer still overflows, or whose socket accepts nothing for
-``send_timeout`` seconds, gets 407 and is closed, and no other client notices (the fan-out loop never awaits a
-client). Pings detect dead peers. Every message is encoded once per format, however many clients receive it.
+Backpressure (websockets' ``broadcast()`` has none): each client has a bounded pending buffer. Bars and quotes
+conflate to the latest per (type, symbol), so a client that is a little slow gets fresher data rather than a longer
+queue; a client whose buffer still overflows, or whose socket accepts nothing for ``send_timeout`` seconds, gets 407
+and is closed, and no other client notices (the fan-out loop never awaits a client). Pings detect dead peers.
+
+Cost per delivery (bench/stream.py): every message is encoded once per format, however many clients receive it; one
+bus read (all the entries that accumulated) becomes at most one frame per client; a client whose socket keeps up
+is written synchronously by the fan-out pass (no task switch per client and per frame), and only a client whose
+kernel buffer is full is handed to its own writer task, which awaits the socket (and times it out: 407).
+No permessage-deflate: it would compress every frame once per client, undoing encode-once.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from market_assets.cache.resource import CacheResource
 from market_assets.live import tokens
@@ -56,7 +62,10 @@ MAX_MESSAGE_BYTES = 1 << 20  # a subscribe list for thousands of symbols fits; a
 TOKEN_RECHECK_SECONDS = 5.0
 # the kernel's send buffer is part of a client's queue: autotuned it grows to MBs per socket (GBs at 1,000
 # clients) and hides a stalled reader for a long time; capped, the pending buffer sees the backlog and conflates it
-SEND_BUFFER_BYTES = 128 * 1024  # a revoked token's connections are closed within this
+SEND_BUFFER_BYTES = 128 * 1024
+# above this many bytes waiting in the transport, a client's frames go through its writer task, which awaits the
+# socket; below, the fan-out pass writes them at once (websockets' own high-water mark is 32 KiB)
+WRITE_BUFFER_HIGH = 64 * 1024
 ERRORS = {
     400: "invalid syntax",
     401: "not authenticated",
@@ -74,10 +83,11 @@ _packer = msgpack.Packer(use_bin_type=True)
 class _Encoded:
     """One message, encoded at most once per format whatever the number of recipients."""
 
-    __slots__ = ("_json", "_msgpack", "msg")
+    __slots__ = ("_json", "_msgpack", "channel", "msg")
 
-    def __init__(self, msg: dict[str, Any]) -> None:
+    def __init__(self, msg: dict[str, Any], channel: str = "control") -> None:
         self.msg = msg
+        self.channel = channel  # the label of the messages-sent metric, decided once per message
         self._json: str | None = None
         self._msgpack: bytes | None = None
 
@@ -112,7 +122,9 @@ class _Client:
     token: tokens.Token | None = None
     subs: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in CHANNELS})
     pending: dict[Any, _Encoded] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the writer task's turn: a backlogged socket
+    dirty: bool = False  # in the server's list of clients with pending frames
+    draining: bool = False  # the writer task is awaiting the socket: it owns the pending buffer meanwhile
     seq: int = 0
     delivered: int = 0
     closing: bool = False
@@ -164,11 +176,13 @@ class FanoutServer:
         self.delivered = 0
         self.dropped_slow = 0
         self.events = 0
-        self.latencies_ms: list[float] = []  # bus publish -> queued for the clients, a rolling sample
+        self.latencies_ms: list[float] = []  # bus publish -> written to the sockets (or to a writer)
         self.metrics = ServeMetrics()  # served on /metrics (names and meaning: observability.metrics)
         self._audits: set[asyncio.Task[None]] = set()
         self.bus: Bus | None = None
         self.bound = asyncio.Event()
+        self._dirty: list[_Client] = []
+        self._flush_scheduled = False
         self._server: Server | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,6 +202,7 @@ class FanoutServer:
             ping_timeout=self.ping_interval,
             max_size=MAX_MESSAGE_BYTES,
             max_queue=64,
+            compression=None,
         ) as server:
             self._server = server
             self.port = next(iter(server.sockets)).getsockname()[1]
@@ -235,7 +250,7 @@ class FanoutServer:
             "events": self.events,
             "delivered": self.delivered,
             "dropped_slow_clients": self.dropped_slow,
-            "bus_to_queue_ms": None
+            "bus_to_socket_ms": None
             if lat is None
             else {"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2)},
         }
@@ -277,12 +292,64 @@ class FanoutServer:
         client.closing = True
         client.close_reason = ERRORS[code]
         client.pending[("close", code)] = _control(code)
-        client.wake.set()
+        self._mark(client)
 
     def _push(self, client: _Client, item: _Encoded) -> None:
         client.seq += 1
         client.pending[client.seq] = item
-        client.wake.set()
+        self._mark(client)
+
+    def _mark(self, client: _Client) -> None:
+        """The client has pending frames: write them in the next flush (this turn's, or one scheduled now)."""
+        if not client.dirty:
+            client.dirty = True
+            self._dirty.append(client)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One frame per client with pending messages: written now if its socket keeps up, else by its writer."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        sent: Counter[str] = Counter()
+        for client in dirty:
+            client.dirty = False
+            if not client.pending or client.draining:
+                continue  # nothing left, or the writer task owns the buffer until the socket drains
+            conn = client.conn
+            transport = conn.transport
+            if (
+                client.close_reason is not None
+                or conn.protocol.state is not State.OPEN
+                or transport is None
+                or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH
+            ):
+                client.wake.set()
+                continue
+            items = list(client.pending.values())
+            client.pending.clear()
+            frame = client.frame(items)
+            try:
+                if isinstance(frame, bytes):
+                    conn.protocol.send_binary(frame)
+                else:
+                    conn.protocol.send_text(frame.encode())
+                conn.send_data()  # websockets' own write path minus the drain, which is the writer task's job
+            except Exception as exc:  # a broken socket: the handler sees the close and forgets the client
+                log.debug("write to %s failed: %s", conn.remote_address, exc)
+                transport.abort()
+                continue
+            client.delivered += len(items)
+            self.delivered += len(items)
+            for item in items:
+                sent[item.channel] += 1
+        for channel, count in sent.items():  # one metric update per channel and pass, not per delivery
+            self.metrics.messages_sent.labels(channel).inc(count)
+
+    def _count_sent(self, items: list[_Encoded]) -> None:
+        for channel, count in Counter(item.channel for item in items).items():
+            self.metrics.messages_sent.labels(channel).inc(count)
 
     async def _on_message(self, client: _Client, raw: str | bytes) -> None:
         if client.closing:
@@ -404,13 +471,14 @@ class FanoutServer:
                         del self._index[channel][symbol]
 
     async def _writer(self, client: _Client) -> None:
-        """Drain the client's pending buffer into frames; the only place that awaits this client's socket."""
+        """The slow path: the only place that awaits this client's socket (backlogged, or closing after a frame)."""
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             while True:
                 await client.wake.wait()
                 client.wake.clear()
                 if not client.pending:
                     continue
+                client.draining = True
                 items = list(client.pending.values())
                 client.pending.clear()
                 closing = client.close_reason
@@ -419,13 +487,16 @@ class FanoutServer:
                 except TimeoutError:
                     self._drop_slow(client)
                     return
+                finally:
+                    client.draining = False
                 client.delivered += len(items)
                 self.delivered += len(items)
-                for item in items:
-                    self.metrics.messages_sent.labels(CHANNEL_OF_TYPE.get(item.msg.get("T"), "control")).inc()
+                self._count_sent(items)
                 if closing:
                     await client.conn.close(1008, closing)
                     return
+                if client.pending:  # arrived while the socket drained: back to the fast path, or here again
+                    self._mark(client)
 
     def _drop_slow(self, client: _Client) -> None:
         """407 and close, without waiting on a socket that is not being read."""
@@ -445,13 +516,17 @@ class FanoutServer:
         assert self.bus is not None
         while True:
             try:
-                async for msgs, published_ns in self.bus.read():
-                    self._deliver(msgs)
-                    if published_ns:
-                        self.latencies_ms.append((time.time_ns() - published_ns) / 1e6)
-                        self.metrics.delivery_latency.observe((time.time_ns() - published_ns) / 1e9)
-                        if len(self.latencies_ms) > 40_000:
-                            del self.latencies_ms[:20_000]
+                async for entries in self.bus.read():
+                    for msgs, _ in entries:
+                        self._deliver(msgs)
+                    self._flush()
+                    now = time.time_ns()
+                    for _, at in entries:
+                        if at:
+                            self.latencies_ms.append((now - at) / 1e6)
+                            self.metrics.delivery_latency.observe((now - at) / 1e9)
+                    if len(self.latencies_ms) > 40_000:
+                        del self.latencies_ms[:20_000]
             except (aioredis.RedisError, OSError) as exc:
                 log.error("bus read failed (%s); retrying in 1 s", exc)
                 self.metrics.errors.labels("bus").inc()
@@ -462,9 +537,13 @@ class FanoutServer:
                 await asyncio.sleep(0.1)
 
     def _deliver(self, msgs: list[dict[str, Any]]) -> None:
-        """Never awaits: a client's buffer is a dict insertion; overflow is 407 for that client only."""
+        """Never awaits: a client's buffer is a dict insertion; overflow is 407 for that client only.
+
+        The frames are written by the ``_flush`` that follows (once per bus read, not per message)."""
         self.events += len(msgs)
         overflowed: list[_Client] = []
+        dirty = self._dirty
+        limit = self.queue_limit
         for msg in msgs:
             kind = msg.get("T")
             channel = CHANNEL_OF_TYPE.get(kind)  # type: ignore[arg-type]
@@ -476,22 +555,24 @@ class FanoutServer:
             star = by_symbol.get("*", ())
             if not exact and not star:
                 continue
-            item = _Encoded(msg)
-            conflate = kind in CONFLATED
+            item = _Encoded(msg, channel)
+            slot = (kind, msg.get("S")) if kind in CONFLATED else None
             for targets in (exact, star):
                 for client in targets:
                     if client.closing or (targets is star and client in exact):
                         continue
-                    if conflate:
-                        client.pending[(kind, msg.get("S"))] = item
+                    pending = client.pending
+                    if slot is not None:
+                        pending[slot] = item
                     else:
                         client.seq += 1
-                        client.pending[client.seq] = item
-                    if len(client.pending) > self.queue_limit:
+                        pending[client.seq] = item
+                    if not client.dirty:
+                        client.dirty = True
+                        dirty.append(client)
+                    if len(pending) > limit:
                         overflowed.append(client)
                         client.closing = True  # no more deliveries; forgotten after the loop (sets in use here)
-                        continue
-                    client.wake.set()
         for client in overflowed:
             self.dropped_slow += 1
             self.metrics.slow_client_drops.inc()
