@@ -54,7 +54,11 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses")
 CHANNEL_OF_TYPE = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars", "s": "statuses"}
-CONFLATED = frozenset({"q", "b", "u", "d"})  # the latest value per symbol is all a late client needs
+# Conflation slots: a pending message is replaced by a newer one for the same slot, in place (its position in the
+# client's order is kept). A quote: the latest per symbol is all a late client needs. A bar: one slot per minute
+# (per day for daily bars), never per symbol: every minute bar is data (the warehouse of a client, a chart),
+# so a late client gets each minute once, with its latest values. See ``_deliver`` for updated bars.
+BAR_SLOT = "bar"
 AUTH_TIMEOUT_SECONDS = 10.0  # Alpaca's
 QUEUE_LIMIT = 5_000  # pending messages per client before 407: ~ seconds of trades at a busy symbol's rate
 SEND_TIMEOUT_SECONDS = 10.0  # a socket that accepts nothing for this long is a dead or stalled reader
@@ -556,7 +560,17 @@ class FanoutServer:
             if not exact and not star:
                 continue
             item = _Encoded(msg, channel)
-            slot = (kind, msg.get("S")) if kind in CONFLATED else None
+            symbol = msg.get("S")
+            if kind == "q":
+                slot: tuple[Any, ...] | None = ("q", symbol)
+            elif kind in ("b", "u", "d"):
+                slot = (BAR_SLOT if kind == "b" else kind, symbol, msg.get("t"))
+                if kind == "u":
+                    replaced = self._replace_pending_bar(msg, slot[1:])
+                    if replaced:
+                        exact, star = set(exact) - replaced, set(star) - replaced
+            else:
+                slot = None
             for targets in (exact, star):
                 for client in targets:
                     if client.closing or (targets is star and client in exact):
@@ -580,6 +594,27 @@ class FanoutServer:
             self._forget(client)
             client.pending.clear()
             self._close_with(client, 407)
+
+    def _replace_pending_bar(self, update: dict[str, Any], minute: tuple[Any, ...]) -> set[_Client]:
+        """An updated bar for a minute whose original bar a client has not been sent yet: the pending bar takes the
+        updated values and stays a ``b`` (in its place); returns those clients.
+
+        Alpaca's semantics: ``u`` corrects a bar already published, and only ``updatedBars`` subscribers get it.
+        A client that has not received the original yet must not get a ``u`` for a minute it never saw (clients
+        key corrections on the bar they hold), nor two messages for one minute: it gets one ``b`` with the latest
+        values, whichever of ``bars``/``updatedBars`` it subscribed to. A ``bars``-only client whose bar already
+        left gets nothing, as on Alpaca."""
+        slot = (BAR_SLOT, *minute)
+        by_symbol = self._index["bars"]
+        replaced: set[_Client] = set()
+        as_bar: _Encoded | None = None
+        for targets in (by_symbol.get(minute[0], ()), by_symbol.get("*", ())):
+            for client in targets:
+                if slot in client.pending and not client.closing:
+                    as_bar = as_bar or _Encoded({**update, "T": "b"}, "bars")
+                    client.pending[slot] = as_bar
+                    replaced.add(client)
+        return replaced
 
     async def _recheck_tokens(self) -> None:
         """Close the connections of tokens revoked since they authenticated."""

@@ -250,3 +250,47 @@ def test_protocol_errors_and_credentials(warehouse: WarehouseResource, redis_url
     assert [(t.name, t.revoked_at is not None) for t in listed] == [("tiny", True)]
     stored = warehouse.scalar("SELECT secret_hash FROM market.api_tokens WHERE key = %s", (key,))
     assert secret not in stored and stored == tokens.hash_secret(secret)
+
+
+def _fake_client(server: FanoutServer, **subs: list[str]) -> Any:
+    """A subscribed client without a socket: ``_deliver`` only fills its pending buffer (never awaits it)."""
+    from market_assets.live.serve import _Client
+
+    client = _Client(conn=None, use_msgpack=True)  # type: ignore[arg-type]
+    for channel, symbols in subs.items():
+        for symbol in symbols:
+            client.subs[channel].add(symbol)
+            server._index[channel].setdefault(symbol, set()).add(client)
+    return client
+
+
+def _pending(client: Any) -> list[tuple[str, str, int]]:
+    return [(e.msg["T"], e.msg["S"], e.msg["v"]) for e in client.pending.values()]
+
+
+def test_conflation_keeps_every_minute_and_an_update_replaces_its_pending_minute(
+    warehouse: WarehouseResource, redis_url: str
+) -> None:
+    server = FanoutServer(warehouse=warehouse, cache=CacheResource(redis_url=redis_url), port=0)
+    bars_only = _fake_client(server, bars=["AAPL"])
+    both = _fake_client(server, bars=["*"], updatedBars=["AAPL"])
+    updates_only = _fake_client(server, updatedBars=["AAPL"])
+    quotes = _fake_client(server, quotes=["AAPL"])
+    # three minutes arrive while nobody has been written to: each minute stays, in order (no per-symbol conflation)
+    server._deliver([_bar("AAPL", 0), _bar("AAPL", 1), _bar("AAPL", 2)])
+    assert _pending(bars_only) == _pending(both) == [("b", "AAPL", 1000), ("b", "AAPL", 1001), ("b", "AAPL", 1002)]
+    # minute 1 is corrected before it was sent: one b for that minute, with the new values, in its place
+    server._deliver([{**_bar("AAPL", 1), "T": "u", "v": 5001}])
+    expected = [("b", "AAPL", 1000), ("b", "AAPL", 5001), ("b", "AAPL", 1002)]
+    assert _pending(bars_only) == _pending(both) == expected
+    assert _pending(updates_only) == [("u", "AAPL", 5001)]  # never had the b: a correction, as on Alpaca
+    # once the bars are sent, a correction reaches updatedBars subscribers only, and conflates per minute
+    for client in (bars_only, both, updates_only):
+        client.pending.clear()
+    server._deliver([{**_bar("AAPL", 2), "T": "u", "v": 6001}, {**_bar("AAPL", 2), "T": "u", "v": 6002}])
+    assert _pending(bars_only) == []
+    assert _pending(both) == _pending(updates_only) == [("u", "AAPL", 6002)]
+    # quotes conflate to the latest per symbol
+    quote = {"T": "q", "S": "AAPL", "bp": 1.0, "ap": 1.1, "v": 0, "t": msgpack.Timestamp.from_unix_nano(1)}
+    server._deliver([{**quote, "v": i} for i in range(5)])
+    assert _pending(quotes) == [("q", "AAPL", 4)]
