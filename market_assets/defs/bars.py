@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     Config,
@@ -27,12 +28,14 @@ from market_assets.config import load_settings, parse_symbols
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.checks import no_missing_sessions_check, none_found_check, quarantine_rate_check
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
+from market_assets.domain.reconcile import Reconciliation, compare_minute_bars
 from market_assets.domain.sessions import NEW_YORK, session_of_daily_ts, session_of_minute_ts, sessions_between
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries.bars import (
     active_symbols,
     contract_violations,
     missing_daily_bars,
+    streamed_minute_bars,
 )
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -239,6 +242,16 @@ def daily_bars(
     )
 
 
+def stream_reconciliation_check(rec: Reconciliation) -> AssetCheckResult:
+    """A warning, never blocking: the batch is the final word, the difference measures the live path."""
+    return AssetCheckResult(
+        check_name="stream_reconciliation",
+        passed=rec.clean or rec.streamed_rows == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata=rec.metadata(),
+    )
+
+
 @asset(
     group_name="ingestion",
     partitions_def=daily_partitions,
@@ -256,6 +269,12 @@ def daily_bars(
             asset="intraday_bars",
             description="Warns when more than 1% of fetched minute bars were rejected.",
         ),
+        AssetCheckSpec(
+            "stream_reconciliation",
+            asset="intraday_bars",
+            description="The minute bars `market-data stream` wrote vs this batch, before it replaces them: warns on "
+            "missing, extra or different minutes (passes when nothing was streamed).",
+        ),
     ],
     description=(
         "Raw regular-session minute bars (market.bars_minute) of the day. A missing minute is not an error: "
@@ -269,8 +288,10 @@ def intraday_bars(
     first, last = partition_dates(context)
     universe = active_symbols(warehouse)
     table = tables.BARS_MINUTE
+    streamed = streamed_minute_bars(warehouse, universe, first, last)  # the replace below erases them
     result = ingest_bars(context, alpaca, warehouse, table=table, timeframe="1Min", universe=universe)
     checks = _bar_checks(warehouse, table, result, universe, first, last)
+    checks.append(stream_reconciliation_check(compare_minute_bars(streamed, result.kept, first)))
     return MaterializeResult(
         metadata=bar_metadata(result, universe, first, last, time.perf_counter() - t0), check_results=checks
     )

@@ -55,6 +55,7 @@ from market_assets.live.bus import Bus, bus_key
 from market_assets.live.http import respond, respond_json, respond_metrics
 from market_assets.observability.metrics import StreamMetrics
 from market_assets.warehouse import tables
+from market_assets.warehouse.queries.bars import STREAM_RUN_ID
 from market_assets.warehouse.resource import WarehouseResource
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,6 @@ BAR_TYPES = frozenset({"b", "u"})
 MAX_BATCH = 5_000  # messages per writer round: one XADD entry stays well under a megabyte
 TRAILING_MINUTES = 2  # re-fetched before the last bar seen: a bar may have been cut mid-minute by a disconnect
 LATENCY_SAMPLES = 20_000
-RUN_ID = "stream"
 _BAR_FIELDS = ("o", "h", "l", "c", "v", "n", "vw")
 
 
@@ -456,7 +456,7 @@ class IngestService:
             kept["volume"] = kept["volume"].astype("int64")
             kept["trade_count"] = kept["trade_count"].astype("Int64")
             kept["feed"] = self.feed
-            kept["run_id"] = RUN_ID
+            kept["run_id"] = STREAM_RUN_ID
             try:
                 written = await asyncio.to_thread(self.warehouse.upsert, tables.BARS_MINUTE, kept)
             except BaseException:

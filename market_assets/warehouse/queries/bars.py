@@ -88,3 +88,18 @@ def contract_violations(
         " AND greatest(open, close) <= high AND symbol ~ '^[A-Z]{{1,5}}(\\.[A-Z]{{1,2}})?$')"
     ).format(_identifier(table))
     return int(warehouse.scalar(query, (list(universe), first, last)))
+
+
+# the run_id of the rows `market-data stream` writes (live and REST-backfilled minutes alike)
+STREAM_RUN_ID = "stream"
+
+
+def streamed_minute_bars(warehouse: WarehouseResource, symbols: Sequence[str], first: date, last: date) -> pd.DataFrame:
+    """Minute bars the stream wrote for `symbols` in sessions [first, last]: read before the T+1 replace erases them."""
+    if not symbols:
+        return pd.DataFrame(columns=["symbol", "ts", "open", "high", "low", "close", "volume", "vwap"])
+    return warehouse.read_frame(
+        "SELECT symbol, ts, open, high, low, close, volume, vwap FROM market.bars_minute "
+        "WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s AND run_id = %s ORDER BY symbol, ts",
+        (list(symbols), first, last, STREAM_RUN_ID),
+    )
