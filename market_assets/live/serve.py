@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from market_assets.cache.resource import CacheResource
+from market_assets.domain.occ import OCC_PATTERN
 from market_assets.live import tokens
 from market_assets.live.bus import Bus, bus_key
 from market_assets.live.http import is_upgrade, respond, respond_json, respond_metrics
@@ -53,6 +55,14 @@ from market_assets.warehouse.resource import WarehouseResource
 log = logging.getLogger(__name__)
 
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses")
+# Options: Alpaca serves them on another path (/v1beta1/{feed}), msgpack only, where a client subscribes to
+# "trades" and "quotes" of OCC symbols; inside the server they are channels of their own, so a stock client's
+# "*" never receives option messages. On the bus an option event is Alpaca's option message as is (T "t"/"q",
+# S an OCC symbol): the symbol's shape tells it apart from a stock's.
+OPTION_CHANNELS = {"trades": "optionTrades", "quotes": "optionQuotes"}
+ALL_CHANNELS = (*CHANNELS, *OPTION_CHANNELS.values())
+OPTION_CHANNEL_OF_TYPE = {"t": "optionTrades", "q": "optionQuotes"}
+_OCC = re.compile(OCC_PATTERN)
 CHANNEL_OF_TYPE = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars", "s": "statuses"}
 # Conflation slots: a pending message is replaced by a newer one for the same slot, in place (its position in the
 # client's order is kept). A quote: the latest per symbol is all a late client needs. A bar: one slot per minute
@@ -124,7 +134,8 @@ class _Client:
     conn: ServerConnection
     use_msgpack: bool
     token: tokens.Token | None = None
-    subs: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in CHANNELS})
+    options: bool = False  # connected on /v1beta1/{feed}: Alpaca's option stream
+    subs: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in ALL_CHANNELS})
     pending: dict[Any, _Encoded] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the writer task's turn: a backlogged socket
     dirty: bool = False  # in the server's list of clients with pending frames
@@ -141,6 +152,10 @@ class _Client:
 
     def subscription(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"T": "subscription"}
+        if self.options:
+            for name, channel in OPTION_CHANNELS.items():
+                msg[name] = sorted(self.subs[channel])
+            return msg
         for c in CHANNELS:
             msg[c] = sorted(self.subs[c])
         msg["corrections"] = sorted(self.subs["trades"])
@@ -175,7 +190,7 @@ class FanoutServer:
         self.auth_timeout = auth_timeout
         self.ping_interval = ping_interval
         self.clients: set[_Client] = set()
-        self._index: dict[str, dict[str, set[_Client]]] = {c: {} for c in CHANNELS}
+        self._index: dict[str, dict[str, set[_Client]]] = {c: {} for c in ALL_CHANNELS}
         self._per_token: Counter[str] = Counter()
         self.delivered = 0
         self.dropped_slow = 0
@@ -228,9 +243,10 @@ class FanoutServer:
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?")[0]
         if is_upgrade(request):
-            if path.startswith("/v2/") and len(path) > 4:
+            if (path.startswith("/v2/") and len(path) > 4) or (path.startswith("/v1beta1/") and len(path) > 9):
                 return None  # any feed name reaches the same data, as the issue asks
-            return respond(connection, HTTPStatus.NOT_FOUND, "stream path is /v2/{feed}\n", "text/plain")
+            return respond(connection, HTTPStatus.NOT_FOUND, "stream paths: /v2/{feed}, /v1beta1/{feed}\n",
+                           "text/plain")  # fmt: skip
         if path == "/metrics":
             self.metrics.clients.set(len(self.clients))
             self.metrics.queue_depth.set(max((len(c.pending) for c in self.clients), default=0))
@@ -262,7 +278,9 @@ class FanoutServer:
     # ------------------------------------------------------------------ one client
     async def _handle(self, conn: ServerConnection) -> None:
         ctype = conn.request.headers.get("Content-Type", "") if conn.request else ""
-        client = _Client(conn, use_msgpack="msgpack" in ctype)
+        path = conn.request.path if conn.request else ""
+        options = path.startswith("/v1beta1/")
+        client = _Client(conn, use_msgpack=options or "msgpack" in ctype, options=options)
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -360,7 +378,7 @@ class FanoutServer:
             return
         try:
             if isinstance(raw, str):
-                client.use_msgpack = False
+                client.use_msgpack = client.options  # Alpaca's option stream answers in msgpack only
                 msg = json.loads(raw)
             else:
                 client.use_msgpack = True
@@ -434,11 +452,15 @@ class FanoutServer:
     def _subscribe(self, client: _Client, msg: dict[str, Any], add: bool) -> None:
         assert client.token is not None
         changes: dict[str, list[str]] = {}
-        for channel in CHANNELS:
-            value = msg.get(channel, [])
+        names = OPTION_CHANNELS if client.options else {c: c for c in CHANNELS}
+        for name, channel in names.items():
+            value = msg.get(name, [])
             if value is None:
                 continue
             if not isinstance(value, list) or not all(isinstance(s, str) and 0 < len(s) <= 32 for s in value):
+                self._push(client, _control(400))
+                return
+            if add and channel == "optionQuotes" and "*" in value:  # as Alpaca: every option quote is too much
                 self._push(client, _control(400))
                 return
             changes[channel] = value
@@ -550,17 +572,20 @@ class FanoutServer:
         limit = self.queue_limit
         for msg in msgs:
             kind = msg.get("T")
-            channel = CHANNEL_OF_TYPE.get(kind)  # type: ignore[arg-type]
+            symbol = msg.get("S", "")
+            if kind in OPTION_CHANNEL_OF_TYPE and len(symbol) > 10 and _OCC.match(symbol):
+                channel: str | None = OPTION_CHANNEL_OF_TYPE[kind]
+            else:
+                channel = CHANNEL_OF_TYPE.get(kind)  # type: ignore[arg-type]
             if channel is None:
                 continue
             self.metrics.messages_in.labels(channel).inc()
             by_symbol = self._index[channel]
-            exact = by_symbol.get(msg.get("S", ""), ())
+            exact = by_symbol.get(symbol, ())
             star = by_symbol.get("*", ())
             if not exact and not star:
                 continue
             item = _Encoded(msg, channel)
-            symbol = msg.get("S")
             if kind == "q":
                 slot: tuple[Any, ...] | None = ("q", symbol)
             elif kind in ("b", "u", "d"):

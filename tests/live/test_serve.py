@@ -294,3 +294,53 @@ def test_conflation_keeps_every_minute_and_an_update_replaces_its_pending_minute
     quote = {"T": "q", "S": "AAPL", "bp": 1.0, "ap": 1.1, "v": 0, "t": msgpack.Timestamp.from_unix_nano(1)}
     server._deliver([{**quote, "v": i} for i in range(5)])
     assert _pending(quotes) == [("q", "AAPL", 4)]
+
+
+def test_option_trades_and_quotes_reach_alpaca_py_option_clients_only(
+    warehouse: WarehouseResource, redis_url: str, prefix: str
+) -> None:
+    from alpaca.data.live.option import OptionDataStream
+
+    key, secret = tokens.create(warehouse, "options")
+    srv = _server(warehouse, redis_url, prefix)
+    contract, other = "AAPL241220C00150000", "AAPL241220P00150000"
+    got: list[dict[str, Any]] = []
+
+    async def on(msg: dict[str, Any]) -> None:
+        got.append(msg)
+
+    options = OptionDataStream(
+        key, secret, raw_data=True, url_override=f"ws://127.0.0.1:{srv.server.port}/v1beta1/indicative"
+    )
+    options.subscribe_quotes(on, contract)
+    options.subscribe_trades(on, "*")
+    thread = threading.Thread(target=options.run, daemon=True)
+    thread.start()
+    stocks = _AlpacaClient(srv.url, key, secret, trades=["*"])
+    try:
+        _wait(lambda: len(srv.server.clients) == 2 and all(any(c.subs.values()) for c in srv.server.clients))
+        stamp = msgpack.Timestamp.from_unix_nano(time.time_ns())
+        quote = {"T": "q", "bx": "C", "bp": 5.1, "bs": 3, "ax": "C", "ap": 5.3, "as": 4, "c": "A", "t": stamp}
+        trade = {"T": "t", "p": 5.2, "s": 1, "x": "C", "c": "I", "t": stamp}
+        _publish(redis_url, prefix, [{**quote, "S": contract}, {**quote, "S": other}, {**trade, "S": other},
+                                     _trade("AAPL", 1)])  # fmt: skip
+        _wait(lambda: len(got) == 2 and len(stocks.got) == 1)
+        time.sleep(0.3)  # nothing more may arrive
+        # "*" is refused for option quotes, as on Alpaca
+        ws = connect(f"ws://127.0.0.1:{srv.server.port}/v1beta1/opra")
+        assert msgpack.unpackb(ws.recv(5))[0]["msg"] == "connected"
+        ws.send(msgpack.packb({"action": "auth", "key": key, "secret": secret}))
+        assert msgpack.unpackb(ws.recv(5))[0]["msg"] == "authenticated"
+        ws.send(msgpack.packb({"action": "subscribe", "quotes": ["*"]}))
+        assert msgpack.unpackb(ws.recv(5))[0]["code"] == 400
+        ws.send(msgpack.packb({"action": "subscribe", "trades": ["*"], "quotes": [contract]}))
+        assert msgpack.unpackb(ws.recv(5)) == [{"T": "subscription", "trades": ["*"], "quotes": [contract]}]
+        ws.close()
+    finally:
+        options.stop()
+        thread.join(10)
+        stocks.stop()
+        srv.stop()
+    assert [(m["T"], m["S"]) for m in got] == [("q", contract), ("t", other)]
+    assert got[0]["bp"] == 5.1 and got[1]["p"] == 5.2
+    assert [(m["T"], m["S"]) for m in stocks.got] == [("t", "AAPL")]  # a stock client's "*" is stocks only
