@@ -7,6 +7,8 @@ real time. The clock is moved *before* a minute is published, so a REST request 
 exactly the minutes that the stream has already pushed or is about to push (what Alpaca does: a bar is
 published when its minute ends).
 
+Option stream clients get, each minute, the quote and last trade of each contract they subscribed to.
+
 Alpaca recomputes a bar about 30 s after publishing it (late trades); the pump sends the previous minute again
 as an updated bar (``T="u"``) with each new minute, so consumers exercise that path too.
 """
@@ -111,6 +113,7 @@ class Replay:
                 self.sim.publish_minute(ts.to_pydatetime())
                 if self.updated_bars and self.published and self.published[-1] == ts - timedelta(minutes=1):
                     self.sim.publish_minute(self.published[-1].to_pydatetime(), updated=True)
+                self.sim.stream.publish_option_quotes(ts + timedelta(minutes=1))  # option clients, if any
             self.published.append(ts)
             ts = ts + timedelta(minutes=1)
             count += 1

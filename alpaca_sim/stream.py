@@ -10,6 +10,10 @@ never on a wall-clock timer, so tests are deterministic and fast.
 
 Each client gets a bounded queue drained by its own writer task; a client whose queue is full is
 disconnected (websockets' ``broadcast()`` has no backpressure, see DESIGN.md pitfalls).
+
+Options: a client connected on ``/v1beta1/{feed}`` (alpaca-py's ``OptionDataStream``) speaks the option stream:
+``trades``/``quotes`` of OCC symbols, msgpack. ``publish_option_quotes(ts)`` pushes, for every subscribed
+contract, the model's quote of that contract (its chain as of ``ts``'s session) and its last trade.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class _Client:
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
+        self.options = bool(conn.request and conn.request.path.startswith("/v1beta1/"))
         self.authenticated = False
         self.use_msgpack = True
         self.subs: dict[str, set[str]] = {c: set() for c in CHANNELS}
@@ -95,6 +100,7 @@ class MarketDataStreamServer:
         self.drop_every = 0
         self.forced_disconnects = 0
         self._trade_id = 0
+        self._chains: dict[tuple[str, Any], pd.DataFrame] = {}  # (root, session day) -> the model's chain
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -266,6 +272,8 @@ class MarketDataStreamServer:
         msgs = self._messages_for(ts_ns, self._symbols(), updated)
         sent = 0
         for client in list(self._clients):
+            if client.options:
+                continue
             mine = []
             for m in msgs:
                 channel = "trades" if m["T"] == "t" else ("updatedBars" if updated else "bars")
@@ -291,6 +299,49 @@ class MarketDataStreamServer:
             t = t.tz_localize(UTC)
         fut = asyncio.run_coroutine_threadsafe(self._broadcast(t.as_unit("ns").value, updated), self._loop)
         return fut.result(timeout=10)
+
+    def _option_messages(self, ts_ns: int, client: _Client) -> list[dict[str, Any]]:
+        stamp = msgpack.Timestamp.from_unix_nano(ts_ns)
+        day = pd.Timestamp(ts_ns, tz=UTC).tz_convert("America/New_York").date()
+        out: list[dict[str, Any]] = []
+        for channel, kind in (("quotes", "q"), ("trades", "t")):
+            for symbol in sorted(client.subs[channel] - {"*"}):
+                root = symbol[: len(symbol) - 15]  # OCC: root, YYMMDD, C/P, strike x 1000 (8 digits)
+                chain = self._chains.get((root, day))
+                if chain is None:
+                    chain = self._chains[(root, day)] = self.sim.model.option_chain(root, day).set_index("symbol")
+                if symbol not in chain.index:
+                    continue
+                row = chain.loc[symbol]
+                if kind == "q":
+                    bid, ask = float(row["bid"]), float(row["ask"])
+                    out.append({"T": "q", "S": symbol, "bx": "C", "bp": bid, "bs": int(row["bid_size"]),
+                                "ax": "C", "ap": ask, "as": int(row["ask_size"]), "c": " ", "t": stamp})  # fmt: skip
+                elif np.isfinite(row["last_price"]):
+                    out.append({"T": "t", "S": symbol, "p": float(row["last_price"]), "s": int(row["last_size"]),
+                                "x": "C", "c": "I", "t": stamp})  # fmt: skip
+        return out
+
+    async def _broadcast_options(self, ts_ns: int) -> int:
+        sent = 0
+        for client in list(self._clients):
+            if not client.options:
+                continue
+            msgs = self._option_messages(ts_ns, client)
+            if msgs:
+                with contextlib.suppress(asyncio.QueueFull):
+                    client.queue.put_nowait(msgs)
+                    sent += len(msgs)
+        return sent
+
+    def publish_option_quotes(self, ts: datetime | pd.Timestamp) -> int:
+        """Send every option client the quote and last trade of each contract it subscribed to; thread-safe."""
+        if self._loop is None:
+            raise RuntimeError("stream server not started")
+        t = pd.Timestamp(ts)
+        t = t.tz_localize(UTC) if t.tzinfo is None else t
+        fut = asyncio.run_coroutine_threadsafe(self._broadcast_options(t.as_unit("ns").value), self._loop)
+        return fut.result(timeout=30)
 
     def wait_for_clients(self, n: int = 1, timeout: float = 10.0) -> bool:
         """Block until ``n`` authenticated clients have subscribed to something (test helper)."""

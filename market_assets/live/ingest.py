@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
@@ -41,6 +41,7 @@ import msgpack
 import numpy as np
 import pandas as pd
 import redis.asyncio as aioredis
+from alpaca.data.live.option import OptionDataStream
 from alpaca.data.live.stock import StockDataStream
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -53,6 +54,7 @@ from market_assets.domain.sessions import nyse
 from market_assets.errors import AlpacaAuthError, AlpacaError
 from market_assets.live.bus import Bus, bus_key
 from market_assets.live.http import respond, respond_json, respond_metrics
+from market_assets.live.options import LiveChains
 from market_assets.observability.metrics import StreamMetrics
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries.bars import STREAM_RUN_ID
@@ -171,6 +173,10 @@ class IngestService:
         reconnect_min_seconds: float = 1.0,
         health_host: str = "127.0.0.1",
         health_port: int | None = None,
+        option_contracts: int = 0,
+        option_stream_url: str | None = None,
+        risk_free_rate: float = 0.0,
+        dividend_yields: Mapping[str, float] | None = None,
     ) -> None:
         self.symbols = list(symbols)
         self.stream_url = stream_url
@@ -185,6 +191,15 @@ class IngestService:
         self.reconnect_min_seconds = reconnect_min_seconds
         self.health_host = health_host
         self.health_port = health_port
+        # options: the contracts of the cached chains of `symbols`, nearest expiries first, at most this many
+        self.option_contracts = option_contracts
+        self.option_stream_url = option_stream_url or option_url(stream_url)
+        self.risk_free_rate = risk_free_rate
+        self.dividend_yields = dict(dividend_yields or {})
+        self.chains: LiveChains | None = None
+        self.option_messages = 0
+        self._option_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._option_stream: OptionDataStream | None = None
         self._api_key, self._secret_key = api_key, secret_key
         self.fatal: BaseException | None = None
         # counters for /healthz and the tests
@@ -233,6 +248,8 @@ class IngestService:
             asyncio.create_task(self._flusher(), name="stream-flusher"),
             asyncio.create_task(self._watchdog(), name="stream-watchdog"),
         ]
+        if self.option_contracts > 0:
+            await self._start_options()
         health = None
         if self.health_port is not None:
             health = await serve(self._health_handler, self.health_host, self.health_port,
@@ -245,6 +262,9 @@ class IngestService:
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
+            if self._option_stream is not None:
+                with contextlib.suppress(Exception):
+                    await self._option_stream.close()
             await self._drain()
             for task in self._tasks:
                 task.cancel()
@@ -426,6 +446,59 @@ class IngestService:
                     cached = MarketData.model_validate_json(raw)
                     self._indicators[symbol] = (cached.daily, cached.intraday)
 
+    # ------------------------------------------------------------------ options
+    async def _start_options(self) -> None:
+        """Subscribe to the contracts of the cached chains; none cached (the batch has not run): no option stream."""
+        chains = []
+        for symbol in self.symbols:
+            try:
+                chain = await asyncio.to_thread(self.cache.read_chain, symbol)
+            except Exception as exc:
+                log.warning("could not read the cached chain of %s: %s", symbol, exc)
+                continue
+            if chain is not None and chain.quotes:
+                chains.append(chain)
+        if not chains:
+            log.info("no cached option chain for these symbols: no option stream (run the options job first)")
+            return
+        self.chains = LiveChains(chains, self.option_contracts)
+        contracts = self.chains.contracts
+        ostream = self._option_stream = OptionDataStream(
+            self._api_key, self._secret_key, raw_data=True, url_override=self.option_stream_url
+        )
+        ostream.subscribe_quotes(self._enqueue_option, *contracts)  # named: alpaca-py refuses "*" for quotes
+        ostream.subscribe_trades(self._enqueue_option, *contracts)
+        self._tasks += [
+            asyncio.create_task(ostream._run_forever(), name="option-stream"),
+            asyncio.create_task(self._option_writer(), name="option-writer"),
+        ]
+        log.info("option stream: %d contracts of %d chains from %s", len(contracts), len(chains),
+                 self.option_stream_url)  # fmt: skip
+
+    async def _enqueue_option(self, msg: dict[str, Any]) -> None:
+        self._option_queue.put_nowait(msg)
+
+    async def _option_writer(self) -> None:
+        """Each micro-batch: contracts updated and repriced, the changed chains written, the messages on the bus."""
+        assert self.chains is not None and self.bus is not None
+        while True:
+            batch = [await self._option_queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._option_queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            self.option_messages += len(batch)
+            try:
+                changed = self.chains.apply(batch, rate=self.risk_free_rate, dividend_yields=self.dividend_yields)
+                await self.bus.publish(batch)  # serve routes them by the OCC symbol to optionTrades/optionQuotes
+                if changed:
+                    report = await asyncio.to_thread(self.cache.write_chains, changed)
+                    if not report.ok:  # memory stays current: rewritten with its next quote
+                        log.warning("live chain write incomplete: %s", "; ".join(report.errors) or report.skipped)
+            except Exception as exc:  # Redis down or a malformed message: the next batch tries again
+                log.warning("option batch of %d message(s) not applied: %s", len(batch), exc)
+
     # ------------------------------------------------------------------ flusher: warehouse
     async def _flusher(self) -> None:
         while True:
@@ -550,6 +623,9 @@ class IngestService:
             "redis_latency_ms": {"p50": _q(lat, 50), "p99": _q(lat, 99)},
             "warehouse_lag_ms": {"p50": _q(lag, 50), "p99": _q(lag, 99)},
             "seconds_since_message": round(time.monotonic() - self._last_message_at, 1),
+            "option_contracts": len(self.chains.contracts) if self.chains else 0,
+            "option_messages": self.option_messages,
+            "option_updates": self.chains.updates if self.chains else 0,
         }
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response:
@@ -565,6 +641,12 @@ class IngestService:
 
     async def _health_handler(self, connection: ServerConnection) -> None:  # never reached: every request is HTTP
         await connection.close()
+
+
+def option_url(stream_url: str, feed: str = "indicative") -> str:
+    """Alpaca's option stream beside its stock stream: ``.../v2/{feed}`` -> ``.../v1beta1/{option feed}``."""
+    base, sep, _ = stream_url.rpartition("/v2/")
+    return f"{base}/v1beta1/{feed}" if sep else stream_url.rstrip("/") + f"/v1beta1/{feed}"
 
 
 def _q(values: np.ndarray, q: float) -> float | None:

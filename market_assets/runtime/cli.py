@@ -432,7 +432,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     import logging
 
     from market_assets.alpaca.resource import AlpacaResource
-    from market_assets.live.ingest import IngestService
+    from market_assets.live.ingest import IngestService, option_url
 
     configure("stream", level=logging.INFO)  # MARKET_LOG_FORMAT decides text or JSON
     settings = load_settings()
@@ -464,9 +464,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
     alpaca = AlpacaResource(api_key=key, secret_key=secret, feed=settings.alpaca_feed, data_url=data_url,
                             rate_limit_per_minute=settings.rate_limit_per_minute,
                             timeout_seconds=settings.http_timeout_seconds)  # fmt: skip
+    options = load_option_settings()
     service = IngestService(symbols=symbols, stream_url=url, api_key=key or "", secret_key=secret or "",
                             feed=settings.alpaca_feed, warehouse=warehouse, cache=cache, alpaca=alpaca, clock=clock,
-                            health_host=args.health_host, health_port=args.health_port)  # fmt: skip
+                            health_host=args.health_host, health_port=args.health_port,
+                            option_contracts=args.option_contracts, option_stream_url=option_url(url, options.feed),
+                            risk_free_rate=options.risk_free_rate, dividend_yields=options.dividend_yields)  # fmt: skip
     _print(f"market-data stream: {len(symbols)} symbols from {url}")
     if replay is not None:
         replay.start()
@@ -580,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--health-host", default="127.0.0.1")
     stream.add_argument("--health-port", type=int, default=8081, help="/healthz port (default 8081; 0 = any free)")
     stream.add_argument("--speed", type=float, default=1.0, help="simulator only: replay speed outside market hours")
+    stream.add_argument("--option-contracts", type=int, default=0, metavar="N",
+                        help="also stream the option quotes/trades of up to N contracts of the cached chains, nearest "
+                        "expiries first, updating the chains' IV and Greeks (default 0: off)")  # fmt: skip
     stream.set_defaults(func=cmd_stream)
     fanout = sub.add_parser("serve", help="serve the live stream to WebSocket clients (Alpaca's protocol)")
     fanout.add_argument("--host", default="127.0.0.1")
