@@ -13,13 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
+from alpaca.data.live.option import OptionDataStream
 
 from alpaca_sim.server import SimulatorServer
 from market_assets.alpaca.resource import AlpacaResource
 from market_assets.cache.models import OptionQuote, OptionsChain
 from market_assets.cache.resource import CacheResource
+from market_assets.live import tokens
 from market_assets.live.bus import bus_key
 from market_assets.live.ingest import IngestService, option_url
+from market_assets.live.serve import FanoutServer
 from market_assets.warehouse.resource import WarehouseResource
 
 SESSION = date(2024, 11, 26)
@@ -58,29 +61,53 @@ def test_option_quotes_update_their_contracts_with_our_iv_and_greeks(
         clock=lambda: CLOSE, option_contracts=LIMIT, risk_free_rate=model.risk_free_rate,
         dividend_yields={"AAPL": model.dividend_yield("AAPL")},
     )  # fmt: skip
+    # a fan-out server on the same bus, and an alpaca-py option client of it
+    fanout = FanoutServer(warehouse=warehouse, cache=cache, port=0)
+    serve_thread = threading.Thread(target=lambda: asyncio.run(fanout.run()), daemon=True)
+    serve_thread.start()
+    key, secret = tokens.create(warehouse, "options")
+    spot = float(truth["spot"].iloc[0])
+    nearest = truth.assign(dist=(truth["strike"] - spot).abs()).sort_values(["expiration", "dist", "symbol"])
+    chosen = nearest["symbol"].head(LIMIT).tolist()
+    received: list[dict] = []
+
+    async def on_quote(msg: dict) -> None:
+        received.append(msg)
+
     thread = threading.Thread(target=lambda: asyncio.run(service.run()), daemon=True)
     thread.start()
+    deadline = time.monotonic() + 20
+    while not fanout.bound.is_set():
+        assert time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.02)
+    client = OptionDataStream(key, secret, raw_data=True,
+                              url_override=f"ws://127.0.0.1:{fanout.port}/v1beta1/indicative")  # fmt: skip
+    client.subscribe_quotes(on_quote, chosen[0])
+    client_thread = threading.Thread(target=client.run, daemon=True)
+    client_thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not any(c.options and c.subs["quotes"] for c in list(sim.stream._clients)):
-            assert time.monotonic() < deadline, "the option stream did not subscribe"
+        while not any(c.options and c.subs["quotes"] for c in list(sim.stream._clients)) or not any(
+            c.subs["optionQuotes"] for c in list(fanout.clients)
+        ):
+            assert time.monotonic() < deadline, "the option streams did not subscribe"
             time.sleep(0.05)
         assert sim.stream.publish_option_quotes(CLOSE) > 0
-        while service.health()["option_updates"] < LIMIT:
-            assert time.monotonic() < deadline + 20, service.health()
+        while service.health()["option_updates"] < LIMIT or not received:
+            assert time.monotonic() < deadline + 20, (service.health(), received)
             time.sleep(0.05)
         time.sleep(0.3)  # the chain write follows the update
         chain = cache.read_chain("AAPL")
         entries = redis.Redis.from_url(redis_url).xrange(bus_key(prefix))
     finally:
+        client.stop()
+        client_thread.join(10)
         service.stop()
         thread.join(15)
+        fanout.stop()
+        serve_thread.join(10)
         redis.Redis.from_url(redis_url).delete(bus_key(prefix))
     assert chain is not None and chain.generation.startswith("live-")
     # the subscribed contracts: the nearest expiry first, nearest the money first, within the limit
-    spot = float(truth["spot"].iloc[0])
-    nearest = truth.assign(dist=(truth["strike"] - spot).abs()).sort_values(["expiration", "dist", "symbol"])
-    chosen = nearest["symbol"].head(LIMIT).tolist()
     assert service.chains is not None and service.chains.contracts == chosen
     by_symbol = {q.symbol: q for q in chain.quotes}
     expected = truth.set_index("symbol").loc[chosen]
@@ -97,6 +124,8 @@ def test_option_quotes_update_their_contracts_with_our_iv_and_greeks(
     sent = [m for _, fields in entries for m in msgpack.unpackb(fields[b"m"])]
     assert {m["S"] for m in sent if m["T"] == "q"} == set(chosen)
     assert np.isfinite([m["bp"] for m in sent if m["T"] == "q"]).all()
+    # through serve to alpaca-py's option client: exactly its contract's quote
+    assert [(m["T"], m["S"], m["bp"]) for m in received] == [("q", chosen[0], expected.loc[chosen[0], "bid"])]
 
 
 def test_option_url_sits_beside_the_stock_stream() -> None:
