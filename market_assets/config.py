@@ -99,7 +99,7 @@ def _parse_positive(raw: str, variable: str) -> float:
 
 def redact(url: str) -> str:
     """Hide a password in a URL before it is shown anywhere."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url = _parse_url(database_url, "DATABASE_URL", ("postgresql", "postgres"))
     redis_url = get("REDIS_URL")
     if redis_url:
-        redis_url = _parse_url(redis_url, "REDIS_URL", ("redis://", "rediss://", "unix://"))
+        redis_url = _parse_url(
+            redis_url, "REDIS_URL", ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        )
 
     key, secret = get("ALPACA_API_KEY"), get("ALPACA_SECRET_KEY")
     if bool(key) != bool(secret):

@@ -69,3 +69,18 @@ def test_secret_values_never_appear_in_errors() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({"DATABASE_URL": "mysql://user:hunter2@db/x"})
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://:hunter2@10.0.0.1:6379",
+        "rediss+cluster://default:hunter2@redis.internal:6380/0",
+        "rediss://:hunter2@cache:6380",
+        "postgresql://pipeline:hunter2@db:5432/market",
+    ],
+)
+def test_cluster_and_tls_redis_urls_are_accepted_and_redacted(url: str) -> None:
+    settings = load_settings({"DATABASE_URL" if url.startswith("postgres") else "REDIS_URL": url})
+    shown = str(settings.describe())
+    assert "hunter2" not in shown and "***" in shown

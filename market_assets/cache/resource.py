@@ -7,6 +7,13 @@ HMGET), and Redis runs a transaction as a unit, so the reader sees the old chain
 never a mix; rejected commands inside MULTI (e.g. OOM) abort the whole transaction and leave the
 old chain in place. The per-expiration fields let a reader fetch one expiry without the rest.
 
+Redis Cluster: ``redis_url`` ``redis+cluster://host:port`` (or ``rediss+cluster://`` for TLS; a
+password goes in the URL as usual) connects a ``RedisCluster`` client through any node. The hash
+tags make each chain's MULTI/EXEC single-slot, so the replace stays atomic; market and flow keys
+are written through a cluster pipeline, which groups the commands by node (not atomic across
+keys, and need not be: each SET is a whole value). Multi-key reads of the counters use the
+non-atomic MGET that splits by slot.
+
 Why failures are reported, not raised: nothing in the warehouse depends on Redis. When Redis is
 down, unreachable or full, the writes that failed are counted in the returned ``WarmReport`` and
 the caller (an asset) reports them as a warning; the next warm rewrites every key anyway.
@@ -28,6 +35,7 @@ import redis
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from market_assets.cache.models import ChainMeta, FlowSummary, MarketData, OptionQuote, OptionsChain
@@ -106,6 +114,17 @@ def _read_set_ex_replies(conn: Any, count: int) -> list[str | None]:
     return [None if line.startswith(b"+") else line[1:].decode(errors="replace") for line in lines]
 
 
+CLUSTER_SUFFIX = "+cluster"
+
+
+def cluster_base_url(url: str) -> str | None:
+    """``redis+cluster://h:p`` -> ``redis://h:p`` (``rediss+cluster`` -> ``rediss``); None for a single server."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.endswith(CLUSTER_SUFFIX):
+        return None
+    return f"{scheme.removesuffix(CLUSTER_SUFFIX)}://{rest}"
+
+
 def _as_is(pair: tuple[str, bytes]) -> tuple[str, bytes]:
     return pair
 
@@ -122,7 +141,7 @@ class CacheResource(ConfigurableResource):
     socket_timeout_seconds: float = 5.0
     connect_timeout_seconds: float = 2.0
 
-    _client: redis.Redis | None = PrivateAttr(default=None)
+    _client: redis.Redis | RedisCluster | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # --- connection -------------------------------------------------------------------------
@@ -136,21 +155,31 @@ class CacheResource(ConfigurableResource):
         home = Path(self.data_home) if self.data_home else load_settings().data_home
         return ensure_redis(home)
 
-    def client(self) -> redis.Redis:
+    @property
+    def is_cluster(self) -> bool:
+        return bool(self.redis_url) and cluster_base_url(self.redis_url or "") is not None
+
+    def client(self) -> redis.Redis | RedisCluster:
         """One client (and connection pool) per resource instance, created on first use.
 
-        No client-side retries: a warm that cannot reach Redis must give up in one timeout and
-        report it, not stall the run in backoff loops; the next run retries by construction.
+        No client-side retries on a single server: a warm that cannot reach Redis must give up
+        in one timeout and report it, not stall the run in backoff loops; the next run retries by
+        construction. A cluster client gets one immediate retry, which is what lets it follow a
+        failover (it refreshes the slot map and re-sends once).
         """
         with self._lock:
             if self._client is None:
-                self._client = redis.Redis.from_url(
-                    self.resolved_url(),
-                    socket_timeout=self.socket_timeout_seconds,
-                    socket_connect_timeout=self.connect_timeout_seconds,
-                    retry=Retry(NoBackoff(), 0),
-                    health_check_interval=30,
-                )
+                url = self.resolved_url()
+                base = cluster_base_url(url)
+                options: dict[str, Any] = {
+                    "socket_timeout": self.socket_timeout_seconds,
+                    "socket_connect_timeout": self.connect_timeout_seconds,
+                    "health_check_interval": 30,
+                }
+                if base is None:
+                    self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+                else:
+                    self._client = RedisCluster.from_url(base, retry=Retry(NoBackoff(), 1), **options)
             return self._client
 
     def close(self) -> None:
@@ -198,8 +227,10 @@ class CacheResource(ConfigurableResource):
         report = WarmReport()
         started = time.perf_counter()
         ttl = self.ttl_for(kind)
+        if self.is_cluster:
+            return self._write_strings_cluster(kind, values, encode, ttl, report, started)
         try:
-            pool = self.client().connection_pool
+            pool = self.client().connection_pool  # type: ignore[union-attr]
             conn = pool.get_connection()
         except (redis.RedisError, OSError, RuntimeError) as exc:
             report.fail(kind, len(values), exc)
@@ -220,6 +251,40 @@ class CacheResource(ConfigurableResource):
             report.fail(kind, len(values) - settled, exc)
         finally:
             pool.release(conn)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _write_strings_cluster(
+        self,
+        kind: str,
+        values: Sequence[Any],
+        encode: Callable[[Any], tuple[str, bytes]],
+        ttl: int,
+        report: WarmReport,
+        started: float,
+    ) -> WarmReport:
+        """The Cluster path of `write_strings`: a cluster pipeline per chunk, one round trip per node.
+
+        The raw-RESP fast path needs one connection; on a Cluster the keys live on several nodes,
+        so redis-py's cluster pipeline (which groups the commands by node) does the routing.
+        """
+        settled = 0
+        try:
+            client = self.client()
+            for lo in range(0, len(values), _PIPELINE_CHUNK):
+                pipe = client.pipeline(transaction=False)
+                for value in values[lo : lo + _PIPELINE_CHUNK]:
+                    symbol, payload = encode(value)
+                    pipe.set(self.key(symbol, kind), payload, ex=ttl)
+                replies = pipe.execute(raise_on_error=False)
+                for reply in replies:
+                    if isinstance(reply, BaseException) and _is_connection_error(reply):
+                        raise reply
+                self._settle(report, kind, [f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else None
+                                            for r in replies])  # fmt: skip
+                settled += len(replies)
+        except (redis.RedisError, OSError, RuntimeError) as exc:
+            report.fail(kind, len(values) - settled, exc)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -351,7 +416,8 @@ class CacheResource(ConfigurableResource):
         """Hits and misses recorded in Redis by every reader, per kind."""
         client = self.client()
         names = [self.stats_key(k, o) for k in KINDS for o in ("hits", "misses")]
-        values = client.mget(names)
+        # the counters are six keys in as many slots: a Cluster reads them slot by slot
+        values = client.mget_nonatomic(names) if isinstance(client, RedisCluster) else client.mget(names)
         out: dict[str, dict[str, int]] = {k: {"hits": 0, "misses": 0} for k in KINDS}
         for name, value in zip(names, values, strict=True):  # type: ignore[arg-type]
             _, kind, outcome = name.rsplit(":", 2)
