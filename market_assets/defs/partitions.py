@@ -12,7 +12,10 @@ from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefini
 
 PARTITIONS_START = "2015-01-02"
 
-daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="America/New_York")
+# end_offset=1: today's partition exists from midnight, not only once the day is over, because the
+# after-close schedule requests the session's partition at 16:30 the same day (with the default 0
+# every tick failed with DagsterUnknownPartitionError; found by tests/deploy/test_topology.py).
+daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="America/New_York", end_offset=1)
 
 # A backfill run covers up to a month of days: one request stream per symbol batch instead of one
 # per day, while a month of minute bars for 500 symbols (~4M rows) still fits comfortably in memory.
