@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every role of the platform: the Dagster code server (default command), the
-# webserver, the daemon, `market-data stream`, `market-data serve` and `market-data metrics`.
+# webserver, the daemon, the Celery workers, `market-data stream`, `market-data serve` and
+# `market-data metrics`.
 #
 # Stage 1 builds wheels of the project and of every dependency, pinned by constraints.txt (the
 # same pins CI and the README's quick start install), so the image is reproducible.
@@ -27,7 +28,7 @@ RUN groupadd --system --gid 10001 market \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     --mount=type=bind,source=constraints.txt,target=/tmp/constraints.txt \
     pip install --no-index --find-links /wheels --constraint /tmp/constraints.txt market_assets
-COPY deploy/dagster/dagster.yaml deploy/dagster/workspace.yaml ${DAGSTER_HOME}/
+COPY deploy/dagster/dagster.yaml deploy/dagster/workspace.yaml deploy/celery/celery.yaml ${DAGSTER_HOME}/
 RUN mkdir -p ${DAGSTER_STORAGE_DIR} ${MARKET_DATA_HOME} && chown -R market:market /opt/dagster
 WORKDIR /opt/dagster
 USER market:market

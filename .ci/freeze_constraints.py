@@ -2,8 +2,9 @@
 
 Why not a bare `pip freeze`: a shared or long-lived environment holds packages the project never
 asked for (tools, experiments); pinning them would be noise at best. This walks the installed
-metadata from market_assets (with the extras given) through every requirement whose marker holds,
-and writes `name==version` for each distribution found, the project itself excluded.
+metadata from the requirements in pyproject.toml (the project's, with the extras given: read from
+the file, so an install of another checkout cannot hide a new dependency) through every
+requirement whose marker holds, and writes `name==version` for each distribution found.
 
     .venv/bin/python .ci/freeze_constraints.py            # extras: dev
     .venv/bin/python .ci/freeze_constraints.py dev bench  # pin the benchmark anchors too
@@ -12,6 +13,7 @@ and writes `name==version` for each distribution found, the project itself exclu
 from __future__ import annotations
 
 import sys
+import tomllib
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -28,9 +30,15 @@ HEADER = """\
 """
 
 
-def closure(root: str, extras: set[str]) -> dict[str, str]:
+def closure(project: dict, extras: set[str]) -> dict[str, str]:
     pinned: dict[str, str] = {}
-    todo: list[tuple[str, set[str]]] = [(root, extras)]
+    roots = list(project["dependencies"])
+    for extra in extras:
+        roots += [r for r in project["optional-dependencies"].get(extra, []) if not r.startswith(ROOT)]
+    todo: list[tuple[str, set[str]]] = []
+    for raw in roots:
+        req = Requirement(raw)
+        todo.append((req.name, set(req.extras)))
     seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, wanted = todo.pop()
@@ -42,8 +50,7 @@ def closure(root: str, extras: set[str]) -> dict[str, str]:
             dist = distribution(name)
         except PackageNotFoundError:
             continue  # an optional requirement of some package that is not installed here
-        if canonicalize_name(name) != canonicalize_name(root):
-            pinned[dist.metadata["Name"]] = dist.version
+        pinned[dist.metadata["Name"]] = dist.version
         for raw in dist.requires or []:
             req = Requirement(raw)
             environments = [{"extra": e} for e in wanted] or [{"extra": ""}]
@@ -54,9 +61,12 @@ def closure(root: str, extras: set[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     extras = set(argv) or {"dev"}
-    pins = closure(ROOT, extras)
+    repo = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    pins = closure(project, extras)
+    pins = {n: v for n, v in pins.items() if canonicalize_name(n) != canonicalize_name(ROOT)}
     lines = [f"{name}=={version}" for name, version in sorted(pins.items(), key=lambda kv: kv[0].lower())]
-    target = Path(__file__).resolve().parent.parent / "constraints.txt"
+    target = repo / "constraints.txt"
     target.write_text(HEADER.format(extras=", ".join(sorted(extras))) + "\n".join(lines) + "\n")
     print(f"{target}: {len(lines)} pins")
     return 0

@@ -18,6 +18,7 @@ from market_assets.defs import bars, corporate_actions, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
 from market_assets.defs.resources import MarketClockResource, OptionParameters
+from market_assets.defs.scale_out import daily_market_celery_job
 from market_assets.defs.schedules import after_close_schedule, daily_market_job
 from market_assets.observability.dagster_logger import market_loggers
 from market_assets.warehouse.resource import WarehouseResource
@@ -75,7 +76,7 @@ def build_resources() -> dict[str, object]:
 
 defs = Definitions(
     assets=load_assets_from_modules([bars, cache_assets, corporate_actions, options, technicals]),
-    jobs=[daily_market_job, intraday_refresh_job],
+    jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job],
     sensors=[intraday_refresh_sensor],
     schedules=[after_close_schedule],
     resources=build_resources(),

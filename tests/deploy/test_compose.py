@@ -40,6 +40,8 @@ COMMANDS: dict[str, list[str] | None] = {
     "serve": ["market-data", "serve"],
     "lb": None,
     "metrics": ["market-data", "metrics", "--port", "9108"],
+    "celery-worker": ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y",
+                      "/opt/dagster/home/celery.yaml", "-q", "dagster"],
     "prometheus": ["--config.file=/etc/prometheus/prometheus.yml"],
     "grafana": None,
 }  # fmt: skip
@@ -53,6 +55,7 @@ HEALTHCHECKS = {
     "serve": "/healthz",
     "lb": "/healthz",
     "metrics": "/metrics",
+    "celery-worker": "inspect ping",
     "prometheus": "/-/healthy",
     "grafana": "/api/health",
 }
@@ -111,7 +114,7 @@ def test_dependencies_wait_for_health_and_form_no_cycle(services: dict[str, dict
             assert spec == {"condition": wanted}, (name, target, spec)
         graph[name] = set(depends)
     # the platform's order: stores -> migrate -> code server -> webserver/daemon; serve -> lb
-    for app in ("code-server", "stream", "serve", "metrics"):
+    for app in ("code-server", "stream", "serve", "metrics", "celery-worker"):
         assert {"postgres", "redis", "migrate"} <= graph[app], app
     assert "code-server" in graph["webserver"] and "code-server" in graph["daemon"]
     assert graph["lb"] == {"serve"} and graph["migrate"] == {"postgres"}
@@ -144,11 +147,9 @@ def test_no_docker_socket_limits_and_secrets_from_env(services: dict[str, dict[s
 
 
 def test_monitoring_profile_is_provisioned_from_deploy(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("prometheus", "grafana"):
-        assert services[name]["profiles"] == ["monitoring"]
+    optional = {"prometheus": ["monitoring"], "grafana": ["monitoring"], "celery-worker": ["celery"]}
     for name, service in services.items():
-        if name not in ("prometheus", "grafana"):
-            assert "profiles" not in service, f"{name} must start without a profile"
+        assert service.get("profiles") == optional.get(name), f"{name}: profiles {service.get('profiles')}"
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]}
     assert {"metrics:9108", "stream:8081", "lb:8404"} <= targets
@@ -208,10 +209,11 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck() -> None:
 
 def test_dagster_commands_accept_the_flags_used(services: dict[str, dict[str, Any]]) -> None:
     """The compose commands are run against the installed CLIs' --help: a renamed flag fails here."""
-    for name in ("code-server", "webserver", "daemon"):
+    for name in ("code-server", "webserver", "daemon", "celery-worker"):
         command = services[name]["command"]
+        command = command[: command.index("--")] if "--" in command else command
         words = [w for w in command if not w.startswith("-")]
-        sub = words[: 3 if command[0] == "dagster" else (2 if command[0] == "dagster-daemon" else 1)]
+        sub = words[: {"dagster": 3, "dagster-daemon": 2, "dagster-celery": 3}.get(command[0], 1)]
         help_text = subprocess.run([str(BIN / sub[0]), *sub[1:], "--help"], capture_output=True, text=True,
                                    timeout=120, check=True).stdout  # fmt: skip
         for flag in (w for w in command if w.startswith("--")):
