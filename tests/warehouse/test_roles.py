@@ -1,4 +1,4 @@
-"""Least privilege (migration 008): the pipeline writes as a market_writer login, analysts read as market_reader.
+"""Least privilege (migration 010): the pipeline writes as a market_writer login, analysts read as market_reader.
 
 Real logins on the real server (embedded or DATABASE_URL): the pipeline's assets run end to end
 through a WarehouseResource that connects as the writer, and every forbidden statement is tried
