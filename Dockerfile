@@ -33,7 +33,7 @@ RUN mkdir -p ${DAGSTER_STORAGE_DIR} ${MARKET_DATA_HOME} && chown -R market:marke
 WORKDIR /opt/dagster
 USER market:market
 
-EXPOSE 3000 4000 8081 8765 9108
+EXPOSE 3000 4000 8081 8765 9464
 # The default role's check; docker-compose.yml sets each service's own.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
     CMD ["dagster", "api", "grpc-health-check", "--host", "127.0.0.1", "--port", "4000"]

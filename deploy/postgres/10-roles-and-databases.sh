@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # First start of the PostgreSQL volume only (docker-entrypoint-initdb.d): the logins of the
 # deployment. The warehouse schema and the group roles' GRANTs come from the package's migrations
-# (010_roles.sql), run by the one-shot `migrate` service as the owner; this script creates the
+# (041_roles.sql), run by the one-shot `migrate` service as the owner; this script creates the
 # group roles too (guarded exactly like the migration) so the logins can be members from the start.
 #
 #   pipeline  LOGIN in market_writer: what the code server, the runs, stream and the exporter use

@@ -20,10 +20,11 @@ replaces, so running one twice is harmless).
 
 from __future__ import annotations
 
-from dagster import AssetSelection, define_asset_job
+from dagster import define_asset_job
 from dagster_celery import celery_executor
 
 from market_assets.defs.partitions import daily_partitions
+from market_assets.defs.schedules import daily_market_job
 
 CELERY_BROKER_ENV = "CELERY_BROKER_URL"
 CELERY_QUEUE = "dagster"
@@ -45,7 +46,7 @@ def celery_execution_config(queue: str = CELERY_QUEUE) -> dict[str, object]:
 
 daily_market_celery_job = define_asset_job(
     "daily_market_celery_job",
-    selection=AssetSelection.groups("ingestion", "technicals", "options", "cache") - AssetSelection.assets("symbols"),
+    selection=daily_market_job.selection,  # the same assets, only the executor differs
     partitions_def=daily_partitions,
     executor_def=celery_executor,
     config={"execution": {"config": celery_execution_config()}},

@@ -124,7 +124,7 @@ def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, column
 def ensure_month_partitions(conn: psycopg.Connection, parent: str, ts: pd.Series) -> None:
     """Create the monthly range partitions that a batch of timestamps needs (UTC months).
 
-    Through ``market.ensure_month_partition`` (migration 010, SECURITY DEFINER): the pipeline's
+    Through ``market.ensure_month_partition`` (migration 041, SECURITY DEFINER): the pipeline's
     login role is in ``market_writer``, which may not run DDL itself.
     """
     if ts.empty:

@@ -39,7 +39,7 @@ COMMANDS: dict[str, list[str] | None] = {
     "stream": ["market-data", "stream"],
     "serve": ["market-data", "serve"],
     "lb": None,
-    "metrics": ["market-data", "metrics", "--port", "9108"],
+    "metrics": ["market-data", "metrics", "--host", "0.0.0.0", "--port", "9464"],
     "celery-worker": ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y",
                       "/opt/dagster/home/celery.yaml", "-q", "dagster"],
     "prometheus": ["--config.file=/etc/prometheus/prometheus.yml"],
@@ -152,14 +152,15 @@ def test_monitoring_profile_is_provisioned_from_deploy(services: dict[str, dict[
         assert service.get("profiles") == optional.get(name), f"{name}: profiles {service.get('profiles')}"
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]}
-    assert {"metrics:9108", "stream:8081", "lb:8404"} <= targets
+    assert {"metrics:9464", "stream:8081", "lb:8404"} <= targets
     assert any(c["names"] == ["serve"] and c["port"] == 8765 for j in prometheus["scrape_configs"]
                for c in j.get("dns_sd_configs", []))  # fmt: skip
     datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     mounts = " ".join(services["grafana"]["volumes"])
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning" in mounts
-    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards" in mounts
+    assert "./deploy/grafana:/var/lib/grafana/dashboards" in mounts
+    assert sorted((DEPLOY / "grafana").glob("*.json")), "the dashboards provisioned from deploy/grafana"
 
 
 def test_load_balancer_checks_serve_health_and_tunnels_websockets(services: dict[str, dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Least privilege (migration 010): the pipeline writes as a market_writer login, analysts read as market_reader.
+"""Least privilege (migration 041): the pipeline writes as a market_writer login, analysts read as market_reader.
 
 Real logins on the real server (embedded or DATABASE_URL): the pipeline's assets run end to end
 through a WarehouseResource that connects as the writer, and every forbidden statement is tried
@@ -123,6 +123,15 @@ def test_pipeline_runs_as_market_writer_and_cannot_ddl(
     ]
     for statement in forbidden:
         assert refused(url, statement), statement
+    # the audit trail stays append-only for the writer (migration 040's restriction, re-applied by 041)
+    privileges = warehouse.read_frame(
+        "SELECT p, has_table_privilege('market_writer', 'market.audit_log', p) AS granted "
+        "FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p"
+    )
+    assert dict(zip(privileges["p"], privileges["granted"], strict=True)) == {
+        "SELECT": True, "INSERT": True, "UPDATE": False, "DELETE": False, "TRUNCATE": False
+    }  # fmt: skip
+    assert refused(url, "SELECT market.ensure_month_partition('market.audit_log', '2031-01-01')")
     # the definer function refuses anything but a partitioned table of schema market
     assert refused(url, "SELECT market.ensure_month_partition('market.symbols', '2031-01-01')")
     assert refused(url, "SELECT market.ensure_month_partition('public.pg_class', '2031-01-01')")

@@ -9,6 +9,9 @@
 --                  the writer: WarehouseResource.migrate is a read-only check when all are applied.
 --   market_reader  analysts: SELECT on the tables and views of schema market, nothing else.
 --
+-- market.audit_log (migration 040) stays append-only for the writer: the blanket grants below would
+-- give it UPDATE/DELETE there too, so 040's market.audit_log_restrict() is called again at the end.
+--
 -- Roles are cluster-wide while this file runs once per database: CREATE ROLE is guarded so a
 -- second database (or a role an administrator made beforehand) does not fail the migration.
 -- The GRANTs are per database and run here. ALTER DEFAULT PRIVILEGES covers tables and views
@@ -48,7 +51,8 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA market GRANT SELECT, INSERT, UPDATE, DELETE O
 ALTER DEFAULT PRIVILEGES IN SCHEMA market GRANT USAGE, SELECT ON SEQUENCES TO market_writer;
 ALTER DEFAULT PRIVILEGES IN SCHEMA market GRANT SELECT ON TABLES TO market_reader;
 
--- Monthly partitions (bars_minute, indicators_intraday) are created on demand as rows arrive.
+-- Monthly partitions (bars_minute, indicators_intraday) are created on demand as rows arrive
+-- (audit_log has its own, market.audit_log_partition, which also restricts each new month).
 -- Creating one is DDL, so it runs with the owner's rights, limited to partitioned tables of
 -- schema market and to whole UTC months; search_path is pinned so the definer's rights cannot
 -- be redirected to other objects. Rows in the partition are reached through the parent, whose
@@ -64,7 +68,7 @@ DECLARE
     lower_bound date := date_trunc('month', month)::date;
     upper_bound date := (date_trunc('month', month) + interval '1 month')::date;
 BEGIN
-    IF split_part(parent, '.', 1) <> 'market' OR NOT EXISTS (
+    IF split_part(parent, '.', 1) <> 'market' OR table_name = 'audit_log' OR NOT EXISTS (
         SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'market' AND c.relname = table_name AND c.relkind = 'p'
     ) THEN
@@ -81,3 +85,6 @@ $$;
 
 REVOKE ALL ON FUNCTION market.ensure_month_partition(text, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION market.ensure_month_partition(text, date) TO market_writer;
+
+-- audit_log: read and append only (040's restriction, now that market_writer exists)
+SELECT market.audit_log_restrict();
