@@ -145,11 +145,13 @@ def test_analyst_in_market_reader_reads_every_view_and_writes_nothing(
         "SELECT table_name FROM information_schema.views WHERE table_schema = 'market' ORDER BY 1"
     )["table_name"].tolist()
     assert {"v_technical_snapshot", "v_put_call_ratio", "v_iv_term_structure", "vwap_daily"} <= set(views)
+    assert refused(url, "SELECT * FROM market.api_tokens")  # credentials (hashed), not market data
     with psycopg.connect(to_conninfo(url)) as conn:
         for view in views:
             conn.execute(sql.SQL("SELECT * FROM market.{} LIMIT 1").format(sql.Identifier(view)))
         for table in TABLES:
-            conn.execute(f"SELECT count(*) FROM {table}")
+            if table != "market.api_tokens":
+                conn.execute(f"SELECT count(*) FROM {table}")
     for name, table in TABLES.items():
         column = table.key[0]
         assert refused(url, f"DELETE FROM {name}"), name

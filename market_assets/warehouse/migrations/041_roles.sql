@@ -7,7 +7,8 @@
 --                  No CREATE on the schema, no TRUNCATE, no ownership: it cannot DROP, ALTER or
 --                  create anything. Migrations run as the schema owner (the admin URL), never as
 --                  the writer: WarehouseResource.migrate is a read-only check when all are applied.
---   market_reader  analysts: SELECT on the tables and views of schema market, nothing else.
+--   market_reader  analysts: SELECT on the tables and views of schema market (not the API token
+--                  hashes), nothing else.
 --
 -- market.audit_log (migration 040) stays append-only for the writer: the blanket grants below would
 -- give it UPDATE/DELETE there too, so 040's market.audit_log_restrict() is called again at the end.
@@ -46,6 +47,8 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA market TO market_writer;
 GRANT SELECT ON ALL TABLES IN SCHEMA market TO market_reader;
 -- the migration ledger is the owner's: the writer may read it (to see the schema is current), not change it
 REVOKE INSERT, UPDATE, DELETE ON market.schema_migrations FROM market_writer;
+-- API token hashes are credentials, not market data: analysts do not read them
+REVOKE SELECT ON market.api_tokens FROM market_reader;
 
 ALTER DEFAULT PRIVILEGES IN SCHEMA market GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO market_writer;
 ALTER DEFAULT PRIVILEGES IN SCHEMA market GRANT USAGE, SELECT ON SEQUENCES TO market_writer;
