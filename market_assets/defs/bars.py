@@ -27,6 +27,7 @@ from market_assets.alpaca.resource import AlpacaResource
 from market_assets.config import load_settings, parse_symbols
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.checks import no_missing_sessions_check, none_found_check, quarantine_rate_check
+from market_assets.defs.partition_report import report_partitions, run_totals
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
 from market_assets.domain.reconcile import Reconciliation, compare_minute_bars
 from market_assets.domain.sessions import NEW_YORK, session_of_daily_ts, session_of_minute_ts, sessions_between
@@ -168,7 +169,6 @@ def ingest_bars(
 
 def bar_metadata(result: IngestResult, universe: list[str], first: date, last: date, elapsed: float) -> dict[str, Any]:
     kept = result.kept
-    preview = kept.sort_values(["ts", "symbol"]).tail(10)[["symbol", "ts", "open", "high", "low", "close", "volume"]]
     return {
         "rows_written": MetadataValue.int(result.written),
         "rows_fetched": MetadataValue.int(result.fetched),
@@ -179,8 +179,41 @@ def bar_metadata(result: IngestResult, universe: list[str], first: date, last: d
         "first_ts": str(kept["ts"].min()) if len(kept) else "none",
         "last_ts": str(kept["ts"].max()) if len(kept) else "none",
         "seconds": MetadataValue.float(round(elapsed, 3)),
-        "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "_no rows_"),
     }
+
+
+def movers_preview(kept: pd.DataFrame, rows: int = 10) -> str:
+    """The last session's largest moves (close against open): the rows worth a look, not the last symbols."""
+    if kept.empty:
+        return "_no rows_"
+    last = kept[kept["session"] == kept["session"].max()]
+    change = (last["close"] / last["open"] - 1.0).abs()
+    top = last.assign(change_pct=((last["close"] / last["open"] - 1.0) * 100).round(2)).loc[
+        change.sort_values(ascending=False, kind="stable").index[:rows]
+    ]
+    columns = ["symbol", "session", "open", "high", "low", "close", "change_pct", "volume"]
+    return top[columns].round({"open": 2, "high": 2, "low": 2, "close": 2}).to_markdown(index=False)
+
+
+def report(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    table: tables.Table,
+    result: IngestResult,
+    metadata: dict[str, Any],
+    window: tuple[date, date],
+) -> dict[str, Any]:
+    """Each partition's own counts (see `partition_report`); the run-wide metadata, renamed `run_*`."""
+    report_partitions(
+        context,
+        result.kept,
+        date_column="session",
+        table=table,
+        quarantined=result.rejected["ts"] if "ts" in result.rejected else pd.Series([], dtype=object),
+        table_rows=warehouse.count_rows(table, window)[0],
+        latest={"preview": MetadataValue.md(movers_preview(result.kept))},
+    )
+    return run_totals(metadata, ("rows_written", "rows_fetched", "rows_quarantined", "symbols_with_data"))
 
 
 def _bar_checks(
@@ -237,8 +270,9 @@ def daily_bars(
     missing = missing_daily_bars(warehouse, universe, sessions_between(first, last))
     checks = _bar_checks(warehouse, table, result, universe, first, last)
     checks.insert(1, no_missing_sessions_check(missing))
+    metadata = bar_metadata(result, universe, first, last, time.perf_counter() - t0)
     return MaterializeResult(
-        metadata=bar_metadata(result, universe, first, last, time.perf_counter() - t0), check_results=checks
+        metadata=report(context, warehouse, table, result, metadata, (first, last)), check_results=checks
     )
 
 
@@ -292,6 +326,7 @@ def intraday_bars(
     result = ingest_bars(context, alpaca, warehouse, table=table, timeframe="1Min", universe=universe)
     checks = _bar_checks(warehouse, table, result, universe, first, last)
     checks.append(stream_reconciliation_check(compare_minute_bars(streamed, result.kept, first)))
+    metadata = bar_metadata(result, universe, first, last, time.perf_counter() - t0)
     return MaterializeResult(
-        metadata=bar_metadata(result, universe, first, last, time.perf_counter() - t0), check_results=checks
+        metadata=report(context, warehouse, table, result, metadata, (first, last)), check_results=checks
     )

@@ -64,6 +64,7 @@ from market_assets.contracts.options import (
     split_option_contracts,
 )
 from market_assets.defs.checks import none_found_check, quarantine_rate_check, skipped_checks
+from market_assets.defs.partition_report import report_partitions
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
 from market_assets.defs.resources import OptionParameters
 from market_assets.domain.sessions import last_completed_session, sessions_between
@@ -154,6 +155,21 @@ def _md_table(frame: pd.DataFrame, rows: int = 10) -> MetadataValue:
     if frame.empty:
         return MetadataValue.md("_no rows_")
     return MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".6g"))
+
+
+def atm_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """One contract per underlying, the nearest the money (then the nearest expiry): the rows a preview should show.
+
+    Sorting by strike showed deep-ITM/OTM contracts priced at 0.01; the ATM contract says whether the chain is sane.
+    """
+    if frame.empty:
+        return frame
+    if "underlying_price" in frame:
+        distance = (frame["strike"] / frame["underlying_price"] - 1.0).abs()
+    else:
+        distance = (frame["alpaca_delta"].abs() - 0.5).abs()
+    ranked = frame.assign(_distance=distance.fillna(float("inf"))).sort_values(["_distance", "expiration", "type"])
+    return ranked.drop_duplicates("underlying").sort_values("underlying").drop(columns="_distance")
 
 
 def _no_session(window: Window, checks: Sequence[str]) -> MaterializeResult | None:
@@ -393,13 +409,18 @@ def option_chain(
             "%d option snapshot(s) quarantined, e.g. %s", counts.quarantined, quarantine["reason"].iloc[0]
         )
     span = window.span
-    preview = kept.sort_values(["underlying", "expiration", "strike", "type"])
+    report_partitions(
+        context, kept, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTION_CHAIN,
+        table_rows=warehouse.count_rows(tables.OPTION_CHAIN, (window.first, window.last))[0],
+        latest={"preview": _md_table(atm_first(kept)[["symbol", "bid", "ask", "mark", "last", "open_interest",
+                                                          "alpaca_iv"]])},
+    )  # fmt: skip
     return MaterializeResult(
         metadata={
             "rows_fetched": MetadataValue.int(counts.fetched),
-            "rows_written": MetadataValue.int(result.rows_written),
+            "run_rows_written": MetadataValue.int(result.rows_written),
             "rows_replaced": MetadataValue.int(result.rows_deleted),
-            "rows_quarantined": MetadataValue.int(counts.quarantined),
+            "run_rows_quarantined": MetadataValue.int(counts.quarantined),
             "crossed_quotes": MetadataValue.int(int(kept["crossed"].sum())),
             "zero_bid_quotes": MetadataValue.int(int(kept["zero_bid"].sum())),
             "without_alpaca_greeks": MetadataValue.int(int(kept["alpaca_delta"].isna().sum())),
@@ -407,7 +428,6 @@ def option_chain(
             "underlyings": MetadataValue.int(int(kept["underlying"].nunique())),
             "sessions": ", ".join(map(str, window.sessions)),
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
-            "preview": _md_table(preview[["symbol", "bid", "ask", "mark", "last", "open_interest", "alpaca_iv"]]),
             "quarantine_examples": _md_table(quarantine[["symbol", "reason"]], 5),
         },
         check_results=[
@@ -496,11 +516,17 @@ def option_greeks(
     if no_spot:
         context.log.warning("no daily close for %s: materialize daily_bars for this partition", ", ".join(no_spot))
     out_of_bounds = queries.implied_vols_outside(warehouse, *span, IV_BOUNDS)
-    preview = frame[frame["iv"].notna()].sort_values(["underlying", "expiration", "strike"])
     reasons = frame["iv_reason"].dropna().value_counts()
+    preview = atm_first(frame[frame["iv"].notna()])
+    columns = ["symbol", "underlying_price", "price_used", "iv", "alpaca_iv", "delta", "alpaca_delta"]
+    report_partitions(
+        context, frame, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTION_GREEKS,
+        table_rows=warehouse.count_rows(tables.OPTION_GREEKS, (window.first, window.last))[0],
+        latest={"preview": _md_table(preview[columns]), "iv_smile": MetadataValue.md(smile_chart(frame))},
+    )  # fmt: skip
     return MaterializeResult(
         metadata={
-            "rows_written": MetadataValue.int(result.rows_written),
+            "run_rows_written": MetadataValue.int(result.rows_written),
             "rows_replaced": MetadataValue.int(result.rows_deleted),
             "with_iv": MetadataValue.int(int(frame["iv"].notna().sum())),
             "iv_reasons": MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
@@ -513,10 +539,6 @@ def option_greeks(
             "dividend_yield_overrides": MetadataValue.json(sorted(option_parameters.dividend_yields)),
             "model": MODEL,
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
-            "preview": _md_table(
-                preview[["symbol", "underlying_price", "price_used", "iv", "alpaca_iv", "delta", "alpaca_delta"]]
-            ),
-            "iv_smile": MetadataValue.md(smile_chart(frame)),
         },
         check_results=[
             none_found_check("iv_plausible", out_of_bounds, "out_of_bounds", AssetCheckSeverity.WARN),
@@ -575,11 +597,15 @@ def options_flow(context: AssetExecutionContext, warehouse: WarehouseResource) -
         for name, table in FLOW_TABLES.items()
     }
     daily = frames["daily"]
+    report_partitions(
+        context, daily, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTIONS_FLOW_DAILY,
+        table_rows=warehouse.count_rows(tables.OPTIONS_FLOW_DAILY, (window.first, window.last))[0],
+    )  # fmt: skip
     preview_cols = ["underlying", "snapshot_date", "put_call_volume_ratio", "put_call_oi_ratio", "oi_change",
                     "front_max_pain", "front_atm_iv", "front_skew_25d"]  # fmt: skip
     return MaterializeResult(
         metadata={
-            **{f"rows_{name.split('.')[1]}": MetadataValue.int(n) for name, n in written.items()},
+            **{f"run_rows_{name.split('.')[1]}": MetadataValue.int(n) for name, n in written.items()},
             "underlyings": MetadataValue.int(int(daily["underlying"].nunique()) if len(daily) else 0),
             "volume_known": MetadataValue.bool(bool(chain["volume"].notna().any()) if len(chain) else False),
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),

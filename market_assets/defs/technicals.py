@@ -33,7 +33,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    AssetObservation,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -49,6 +48,7 @@ from market_assets.analytics.technicals.rows import (
     pivot_rows,
 )
 from market_assets.defs.checks import none_found_check
+from market_assets.defs.partition_report import report_partitions, run_totals
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
 from market_assets.domain.sessions import session_before, sessions_between
 from market_assets.reporting import technicals as report
@@ -125,37 +125,45 @@ def indicator_checks(
     ]
 
 
-def attach_chart(context: AssetExecutionContext, metadata: dict[str, Any], render: Callable[[], str]) -> None:
-    """Render the chart and put it where it is stored once; a chart never fails a run.
+def render_chart(context: AssetExecutionContext, render: Callable[[], str]) -> MetadataValue:
+    """Render a chart; a chart never fails a run.
 
-    The rows are written and checked before this runs, so a plotting error only costs the
-    picture (logged as a warning), never the materialization. One partition (the daily run): the
-    chart goes in the materialization's metadata. A partition range repeats the materialization
-    metadata on every partition's event, so a ~100 KB image would be stored once per day of a
-    backfill; it is logged once instead, as an observation of the range's last partition, and
-    the materialization's `chart` entry says where to find it.
+    The rows are written and checked before this runs, so a plotting error only costs the picture
+    (logged as a warning), never the materialization.
     """
     try:
-        chart = render()
+        return MetadataValue.md(render())
     except Exception as exc:  # cosmetic output: report, do not fail the data
         context.log.warning("chart rendering failed: %r", exc)
-        metadata["chart"] = MetadataValue.md(f"_chart rendering failed: {exc!r}_")
-        return
-    keys = context.partition_keys if context.has_partition_key_range else [context.partition_key]
-    if len(keys) <= 1:
-        metadata["chart"] = MetadataValue.md(chart)
-        return
-    context.log_event(
-        AssetObservation(asset_key=context.asset_key, partition=keys[-1], metadata={"chart": MetadataValue.md(chart)})
-    )
-    metadata["chart"] = MetadataValue.md(
-        f"_Rendered once for the {len(keys)} partitions of this run: see the observation of partition {keys[-1]}._"
-    )
+        return MetadataValue.md(f"_chart rendering failed: {exc!r}_")
 
 
-def _finish(t0: float, metadata: dict[str, Any], checks: list[AssetCheckResult]) -> MaterializeResult:
+def _finish(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    table: tables.Table,
+    rows: pd.DataFrame,
+    t0: float,
+    metadata: dict[str, Any],
+    checks: list[AssetCheckResult],
+    *,
+    chart: Callable[[], str] | None = None,
+) -> MaterializeResult:
+    """Each partition's own counts; preview and chart on the run's last partition (see `partition_report`)."""
+    latest = {"preview": metadata.pop("preview")}
+    if chart is not None:
+        latest["chart"] = render_chart(context, chart)
+    first, last = partition_dates(context)
+    report_partitions(
+        context,
+        rows,
+        date_column=str(table.partition_column),
+        table=table,
+        table_rows=warehouse.count_rows(table, (first, last))[0],
+        latest=latest,
+    )
     metadata["seconds"] = MetadataValue.float(round(time.perf_counter() - t0, 3))
-    return MaterializeResult(metadata=metadata, check_results=checks)
+    return MaterializeResult(metadata=run_totals(metadata), check_results=checks)
 
 
 @asset(
@@ -215,8 +223,8 @@ def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseRes
         "preview": MetadataValue.md(report.indicator_preview(frame, bars)),
     }
     context.log.info("technical_indicators %s..%s: %d rows, %d symbols in full", first, last, len(frame), len(full))
-    attach_chart(context, metadata, lambda: report.movers_chart(frame, bars, technicals, last))
-    return _finish(t0, metadata, checks)
+    chart = lambda: report.movers_chart(frame, bars, technicals, last)  # noqa: E731
+    return _finish(context, warehouse, tables.INDICATORS_DAILY, frame, t0, metadata, checks, chart=chart)
 
 
 @asset(
@@ -257,8 +265,9 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
         "by_pattern": MetadataValue.md(report.pattern_counts(stored)),
         "preview": MetadataValue.md(report.pattern_preview(stored)),
     }
-    attach_chart(context, metadata, lambda: report.patterns_chart(stored, recent, bars, first, last))
-    return _finish(t0, metadata, [none_found_check("patterns_on_bars", orphans, "orphans")])
+    checks = [none_found_check("patterns_on_bars", orphans, "orphans")]
+    chart = lambda: report.patterns_chart(stored, recent, bars, first, last)  # noqa: E731
+    return _finish(context, warehouse, tables.PATTERNS, stored, t0, metadata, checks, chart=chart)
 
 
 @asset(
@@ -299,8 +308,9 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
         "levels_per_symbol_latest": MetadataValue.md(report.levels_per_symbol(latest)),
         "preview": MetadataValue.md(report.levels_preview(latest)),
     }
-    attach_chart(context, metadata, lambda: report.levels_chart(latest, bars, last))
-    return _finish(t0, metadata, [none_found_check("levels_consistent", violations, "violations")])
+    checks = [none_found_check("levels_consistent", violations, "violations")]
+    chart = lambda: report.levels_chart(latest, bars, last)  # noqa: E731
+    return _finish(context, warehouse, tables.SUPPORT_RESISTANCE, levels, t0, metadata, checks, chart=chart)
 
 
 @asset(
@@ -345,4 +355,4 @@ def pivot_levels(context: AssetExecutionContext, warehouse: WarehouseResource) -
         "window": f"{first} .. {last}",
         "preview": MetadataValue.md(report.pivots_preview(pivots)),
     }
-    return _finish(t0, metadata, checks)
+    return _finish(context, warehouse, tables.PIVOT_POINTS, pivots, t0, metadata, checks)

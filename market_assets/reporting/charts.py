@@ -26,7 +26,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 MAX_PNG_BYTES = 150_000
-_DPI_STEPS = (64, 56, 48, 40)
+# Labels are sized in points and every step is >= 72 dpi, so no label renders below 10 px (1 pt = 1 px at 72 dpi).
+_DPI_STEPS = (80, 72)
+FONT = 10  # ticks and legends
+LABEL = 11  # axis labels
+TITLE = 13
 
 _PRICE = "#1f2937"
 _SMA_COLORS = {"sma_20": "#2563eb", "sma_50": "#f59e0b", "sma_200": "#dc2626"}
@@ -92,8 +96,9 @@ def _draw_symbol(
             if len(days):
                 price_ax.scatter(days, by_day.loc[days].to_numpy() * offset, marker=marker, s=22, color=color,
                                  zorder=5, label=f"{direction} pattern")  # fmt: skip
-    price_ax.set_title(symbol, fontsize=10, loc="left", fontweight="bold")
-    price_ax.legend(fontsize=6, loc="upper left", ncol=3, frameon=False)
+    price_ax.set_title(symbol, fontsize=TITLE, loc="left", fontweight="bold")
+    price_ax.legend(fontsize=FONT, loc="upper left", ncol=3, frameon=False)
+    price_ax.set_ylabel("price", fontsize=LABEL)
 
     volume = _column(frame, "volume")
     prev = np.r_[np.nan, close[:-1]]
@@ -103,25 +108,26 @@ def _draw_symbol(
     vol_sma = _column(frame, "volume_sma_20")
     if np.isfinite(vol_sma).any():
         volume_ax.plot(x, vol_sma, color=_PRICE, linewidth=0.8)
-    volume_ax.set_ylabel("volume", fontsize=7)
+    volume_ax.set_ylabel("volume", fontsize=LABEL)
     volume_ax.yaxis.set_major_formatter(FuncFormatter(_human))
 
     rsi_ax.plot(x, _column(frame, "rsi"), color="#7c3aed", linewidth=0.9)
     rsi_ax.axhline(70, color=_DOWN, linewidth=0.6, linestyle=":")
     rsi_ax.axhline(30, color=_UP, linewidth=0.6, linestyle=":")
     rsi_ax.set_ylim(0, 100)
-    rsi_ax.set_ylabel("RSI 14", fontsize=7)
+    rsi_ax.set_ylabel("RSI 14", fontsize=LABEL)
 
     hist = _column(frame, "macd_hist")
     macd_ax.vlines(x, 0.0, np.nan_to_num(hist), colors=np.where(hist >= 0, _UP, _DOWN), linewidth=1.6, alpha=0.5)
     macd_ax.plot(x, _column(frame, "macd"), color="#2563eb", linewidth=0.9, label="MACD")
     macd_ax.plot(x, _column(frame, "macd_signal"), color="#f59e0b", linewidth=0.9, label="signal")
     macd_ax.axhline(0, color="#9ca3af", linewidth=0.5)
-    macd_ax.set_ylabel("MACD", fontsize=7)
-    macd_ax.legend(fontsize=6, loc="upper left", frameon=False)
+    macd_ax.set_ylabel("MACD", fontsize=LABEL)
+    macd_ax.legend(fontsize=FONT, loc="upper left", frameon=False)
+    macd_ax.set_xlabel("session", fontsize=LABEL)
     macd_ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %y"))
     for ax in axes:
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=FONT)
         ax.grid(True, linewidth=0.3, alpha=0.5)
 
 
@@ -143,12 +149,12 @@ def technical_chart(
     symbols = list(symbols)
     if not symbols:
         raise ValueError("technical_chart needs at least one symbol")
-    fig = Figure(figsize=(4.6 * len(symbols), 7.2))
+    fig = Figure(figsize=(6.0 * len(symbols), 8.6))
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.07 / len(symbols) ** 0.5, right=0.99, top=0.96, bottom=0.05)
+    fig.subplots_adjust(left=0.1 / len(symbols), right=0.99, top=0.96, bottom=0.06)
     grid = fig.subplots(
         4, len(symbols), sharex="col", squeeze=False,
-        gridspec_kw={"height_ratios": [3.0, 1.0, 1.1, 1.3], "hspace": 0.08, "wspace": 0.22},
+        gridspec_kw={"height_ratios": [3.0, 1.0, 1.1, 1.3], "hspace": 0.08, "wspace": 0.25},
     )  # fmt: skip
     order = "session" if "session" in frame else "ts"
     for col, symbol in enumerate(symbols):
@@ -160,11 +166,21 @@ def technical_chart(
 
 
 def figure_png(fig: Figure, max_bytes: int = MAX_PNG_BYTES) -> bytes:
-    """Render `fig` to PNG, lowering the resolution until it fits `max_bytes` (best effort)."""
+    """Render `fig` to a palette PNG, lowering the resolution until it fits `max_bytes` (best effort).
+
+    A chart uses a handful of colours: quantised to a 64-colour palette, the PNG is about a third of the RGBA
+    size with no visible change, so the picture can stay large enough for 10 px labels.
+    """
+    from PIL import Image
+
     png = b""
     for dpi in _DPI_STEPS:
+        raw = io.BytesIO()
+        fig.savefig(raw, format="png", dpi=dpi, facecolor="white")  # fixed margins: "tight" would render twice
+        raw.seek(0)
+        image = Image.open(raw).convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)  # fixed margins: "tight" would render twice
+        image.save(buffer, format="PNG", optimize=True)
         png = buffer.getvalue()
         if len(png) <= max_bytes:
             break
@@ -189,43 +205,83 @@ def technical_chart_markdown(
     return png_markdown(figure_png(fig))
 
 
-def smile_chart(frame: pd.DataFrame, max_underlyings: int = 3, max_expiries: int = 3) -> str:
-    """Markdown with a small PNG: IV smiles of the front expiries and the ATM term structure.
+MAX_UNDERLYINGS = 24  # small multiples beyond this stop being a glance; the markdown says what was left out
+_CELL = (4.2, 3.0)  # inches per underlying at 72-80 dpi: ~300 x 220 px, room for 10 px labels
+
+
+def _small_multiples(count: int, columns: int = 3) -> tuple[Figure, list[Axes]]:
+    cols = min(columns, count)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(_CELL[0] * cols, _CELL[1] * rows))
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for extra in axes[count:]:
+        extra.set_visible(False)
+    return fig, axes[:count]
+
+
+def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=LABEL, loc="left", fontweight="bold")
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+
+
+def _latest_ivs(frame: pd.DataFrame, max_underlyings: int) -> tuple[pd.DataFrame, list[str], str]:
+    """(the latest snapshot's rows with an IV, the underlyings drawn, a note saying what was left out)."""
+    data = frame[frame["iv"].notna()]
+    if data.empty:
+        return data, [], ""
+    data = data[data["snapshot_date"] == data["snapshot_date"].max()]
+    every = sorted(data["underlying"].unique())
+    drawn = every[:max_underlyings]
+    note = (
+        f"{len(drawn)} of {len(every)} underlyings (capped at {max_underlyings})"
+        if len(every) > len(drawn)
+        else (f"all {len(every)} underlyings")
+    )
+    return data, drawn, note
+
+
+def smile_chart(frame: pd.DataFrame, max_underlyings: int = MAX_UNDERLYINGS, max_expiries: int = 3) -> str:
+    """Markdown with one IV-smile panel per underlying (small multiples), then the ATM term structures.
 
     `frame`: option_greeks rows (underlying, snapshot_date, expiration, strike, type, iv, delta,
-    underlying_price). Only the latest snapshot of the first few underlyings is drawn: a glance at the
-    smile's shape is the point (a broken IV solve shows as a spike), not a complete report.
+    underlying_price). The latest snapshot of every underlying is drawn, up to `max_underlyings` (the text
+    says how many were drawn of how many): a glance at each smile's shape is the point (a broken IV solve
+    shows as a spike). Strikes are shown as moneyness (strike / spot) so every panel reads the same way.
     """
-    from market_assets.analytics.options.flow import atm_iv_term_structure
-
-    data = frame[frame["iv"].notna()]
-    underlyings = sorted(data["underlying"].unique())[:max_underlyings]
+    data, underlyings, note = _latest_ivs(frame, max_underlyings)
     if not underlyings:
         return "_no implied volatilities to chart_"
-    fig = Figure(figsize=(6.4, 2.0 * len(underlyings)), dpi=60)
-    FigureCanvasAgg(fig)
     snapshot = data["snapshot_date"].max()
-    for row, u in enumerate(underlyings):
-        g = data[(data["underlying"] == u) & (data["snapshot_date"] == snapshot)]
-        ax_smile = fig.add_subplot(len(underlyings), 2, 2 * row + 1)
-        ax_term = fig.add_subplot(len(underlyings), 2, 2 * row + 2)
+    smile_fig, smile_axes = _small_multiples(len(underlyings))
+    term_fig, term_axes = _small_multiples(len(underlyings))
+    from market_assets.analytics.options.flow import atm_iv_term_structure
+
+    for u, ax_smile, ax_term in zip(underlyings, smile_axes, term_axes, strict=True):
+        g = data[data["underlying"] == u]
         spot = float(g["underlying_price"].median())
         for exp in sorted(g["expiration"].unique())[:max_expiries]:
             e = g[g["expiration"] == exp]
             # OTM side only: the liquid quotes, free of the ITM early-exercise premium
             otm = e[((e["type"] == "call") & (e["strike"] >= spot)) | ((e["type"] == "put") & (e["strike"] < spot))]
             otm = otm.sort_values("strike")
-            ax_smile.plot(otm["strike"], otm["iv"], marker=".", markersize=3, linewidth=1, label=str(exp))
-        ax_smile.axvline(spot, color="grey", linewidth=0.6, linestyle=":")
-        ax_smile.set_title(f"{u} IV smile {snapshot}", fontsize=8)
-        ax_smile.tick_params(labelsize=6)
-        ax_smile.legend(fontsize=5)
+            days = (pd.Timestamp(exp) - pd.Timestamp(snapshot)).days
+            ax_smile.plot(otm["strike"] / spot, otm["iv"] * 100, marker=".", markersize=3, linewidth=1,
+                          label=f"{days}d")  # fmt: skip
+        ax_smile.axvline(1.0, color="grey", linewidth=0.6, linestyle=":")
+        _style(ax_smile, f"{u} (spot {spot:,.2f})", "strike / spot", "IV %")
+        ax_smile.legend(fontsize=FONT, loc="upper center", ncol=max_expiries, frameon=False, handlelength=1.0)
         term = atm_iv_term_structure(g)
-        ax_term.plot(term["days_to_expiry"], term["atm_iv"], marker="o", markersize=3, linewidth=1)
-        ax_term.set_title(f"{u} ATM IV term structure", fontsize=8)
-        ax_term.set_xlabel("days to expiry", fontsize=6)
-        ax_term.tick_params(labelsize=6)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return png_markdown(buffer.getvalue(), "smile")
+        ax_term.plot(term["days_to_expiry"], term["atm_iv"] * 100, marker="o", markersize=3, linewidth=1)
+        _style(ax_term, u, "days to expiry", "ATM IV %")
+    for fig in (smile_fig, term_fig):
+        fig.tight_layout()
+    return (
+        f"**IV smile** (OTM quotes, front {max_expiries} expiries) on {snapshot}, {note}\n\n"
+        + png_markdown(figure_png(smile_fig), "iv smile")
+        + f"\n\n**ATM IV term structure** on {snapshot}\n\n"
+        + png_markdown(figure_png(term_fig), "iv term structure")
+    )

@@ -196,7 +196,10 @@ def test_pipeline_equals_ground_truth_recovers_true_vol_and_reruns_unchanged(
     meta = result.asset_materializations_for_node("option_greeks")[0].metadata
     # Alpaca's (simulated) IV is the true vol rounded to 4 dp; ours is exact wherever time value is not tiny
     assert meta["iv_compared"].value > 0 and meta["iv_abs_diff_median"].value <= 5e-5 + 1e-12
-    assert meta["iv_smile"].value.startswith("![smile](data:image/png;base64,")
+    smile = meta["iv_smile"].value
+    assert smile.count("](data:image/png;base64,") == 2  # the smiles and the term structures
+    assert f"all {len(UNIVERSE)} underlyings" in smile
+    assert meta["dagster/partition_row_count"].value == meta["rows_written"].value == len(greeks)
 
     before = {name: table(wh, name, order) for name, order in TABLE_KEYS.items()}
     quarantined = wh.scalar("SELECT count(*) FROM market.quarantine")

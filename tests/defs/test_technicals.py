@@ -171,10 +171,20 @@ def assert_frames_close(actual: pd.DataFrame, expected: pd.DataFrame, keys: list
 
 
 def materialization(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    """Metadata of the run's materialization (a range run repeats it on every partition's event)."""
+    """Metadata of the run's last partition: the run-wide entries (`run_*`) plus that partition's own counts."""
     events = result.asset_materializations_for_node(asset)
-    assert events and all(e.metadata == events[0].metadata for e in events)
+    run_wide = {k for k in events[0].metadata if k.startswith("run_")}
+    assert events and all({k: e.metadata[k] for k in run_wide} == {k: events[0].metadata[k] for k in run_wide}
+                          for e in events)  # fmt: skip
     return events[-1].metadata
+
+
+def partition_rows(result: ExecuteInProcessResult, asset: str) -> dict[str, int]:
+    """Each partition's own `dagster/partition_row_count` (equal to its `rows_written`)."""
+    events = result.asset_materializations_for_node(asset)
+    counts = {e.partition: e.metadata["dagster/partition_row_count"].value for e in events}
+    assert all(e.metadata["rows_written"].value == counts[e.partition] for e in events)
+    return counts
 
 
 def inline_png(markdown: str) -> bytes:
@@ -201,16 +211,21 @@ def test_full_run_checks_pass_and_metadata_has_a_chart(pipeline: Pipeline) -> No
     days = pipeline.full_run.asset_materializations_for_node("technical_indicators")
     assert [e.partition for e in days][-1] == "2025-12-31" and len(days) == 364  # every day, not only sessions
     sessions_2025 = len(sessions_between(date(2025, 1, 2), date(2025, 12, 31)))
-    assert meta["rows_written"].value == sessions_2025 * 3 + len(
-        pipeline.snapshot["market.indicators_daily"].query("symbol == 'XOM'")
-    )
+    expected_rows = sessions_2025 * 3 + len(pipeline.snapshot["market.indicators_daily"].query("symbol == 'XOM'"))
+    assert meta["run_rows_written"].value == expected_rows
+    # per-partition truth: each day carries its own rows (0 on a weekend), summing to the run's
+    per_day = partition_rows(pipeline.full_run, "technical_indicators")
+    assert sum(per_day.values()) == expected_rows and per_day["2025-12-27"] == 0  # a Saturday
+    assert per_day["2025-12-31"] == meta["rows_written"].value == meta["symbols_with_rows"].value == 4
+    assert meta["dagster/row_count"].value == len(pipeline.snapshot["market.indicators_daily"])
+    assert "rsi" in {c.name for c in meta["dagster/column_schema"].value.columns}
     assert meta["lookback_sessions"].value == LOOKBACK_SESSIONS
-    # a range run stores its chart once, as an observation of the last partition, not 364 times
-    assert "2025-12-31" in meta["chart"].value and "base64" not in meta["chart"].value
+    # a range run stores its chart once, on the last partition's materialization (the latest), not 364 times
+    days = {e.partition: e.metadata for e in pipeline.full_run.asset_materializations_for_node("technical_indicators")}
+    assert "chart" not in days["2025-12-30"] and "preview" not in days["2025-12-30"]
+    assert not pipeline.full_run.asset_observations_for_node("technical_indicators")
     for asset in ("technical_indicators", "chart_patterns", "support_resistance_levels"):
-        (observation,) = pipeline.full_run.asset_observations_for_node(asset)
-        assert observation.partition == "2025-12-31"
-        png = inline_png(observation.metadata["chart"].value)
+        png = inline_png(materialization(pipeline.full_run, asset)["chart"].value)
         assert png.startswith(b"\x89PNG") and len(png) < 150_000
 
     stored = pipeline.snapshot["market.indicators_daily"]
@@ -308,7 +323,8 @@ def test_rerun_is_idempotent(pipeline: Pipeline) -> None:
         assert len(frame[frame["session"].between(date(2025, 12, 15), date(2025, 12, 31))]) == len(in_window)
     meta = materialization(second, "technical_indicators")
     sessions = len(sessions_between(date(2025, 12, 15), date(2025, 12, 31)))
-    assert meta["rows_replaced"].value == meta["rows_written"].value == sessions * len(UNIVERSE)
+    assert meta["rows_replaced"].value == meta["run_rows_written"].value == sessions * len(UNIVERSE)
+    assert sum(partition_rows(second, "technical_indicators").values()) == sessions * len(UNIVERSE)
 
 
 def test_intraday_vwap_comes_from_minute_bars(pipeline: Pipeline) -> None:

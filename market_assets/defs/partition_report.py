@@ -1,0 +1,117 @@
+"""Per-partition truth in materialization metadata.
+
+Why: Dagster copies a `MaterializeResult`'s metadata onto the event of every partition the run covered, so a
+one-year backfill used to stamp each day with the whole run's totals (`rows_written 5000` on a Sunday) and the
+Plots tab drew nonsense. Here each partition gets its own counts (`context.add_asset_metadata(...,
+partition_key=...)`, which wins over the run-wide metadata for that partition), the standard
+`dagster/partition_row_count`, `dagster/row_count` and `dagster/column_schema` entries, and the heavy entries
+(previews, charts) go on the run's last partition only: the latest materialization carries the picture, and a
+backfill does not store it once per day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableSchema
+
+from market_assets.warehouse import tables
+
+# PostgreSQL types in the registry -> the short names the UI's column-schema table shows
+_TYPE_NAMES = {"float8": "double", "int8": "bigint", "int4": "integer", "timestamptz": "timestamp with tz"}
+
+
+def column_schema(table: tables.Table) -> TableSchema:
+    """The table's written columns as Dagster's `dagster/column_schema` (key columns marked not-null)."""
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name,
+                _TYPE_NAMES.get(kind, kind),
+                description="key" if name in table.key else None,
+            )
+            for name, kind in table.columns
+        ]
+    )
+
+
+def partition_keys(context: AssetExecutionContext) -> list[str]:
+    """The partition keys this materialization covers ([] for an unpartitioned asset)."""
+    if context.has_partition_key_range:
+        return list(context.partition_keys)
+    return [context.partition_key] if context.has_partition_key else []
+
+
+def _day(key: str) -> date:
+    return date.fromisoformat(key[:10])
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """A date column (or New York-dated timestamps) as plain `date`s."""
+    if values.empty:
+        return pd.Series([], dtype=object)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = pd.to_datetime(values)
+        if stamps.dt.tz is not None:
+            stamps = stamps.dt.tz_convert("America/New_York")
+        return stamps.dt.date
+    return pd.to_datetime(values.astype(str)).dt.date
+
+
+def report_partitions(
+    context: AssetExecutionContext,
+    rows: pd.DataFrame,
+    *,
+    date_column: str,
+    symbol_column: str = "symbol",
+    table: tables.Table | None = None,
+    quarantined: pd.Series | None = None,
+    table_rows: int | None = None,
+    latest: Mapping[str, Any] | None = None,
+) -> None:
+    """Give each partition of the run its own rows, symbols and quarantined rows.
+
+    `rows`: what was written, with a date column (`date_column`) saying which partition each row belongs to;
+    `quarantined`: the dates (or New York timestamps) of the rows rejected by the run (None: not attributable to
+    a partition, so no per-partition figure is claimed); `table_rows`: the table's
+    row count after the write (`dagster/row_count`); `latest`: entries for the run's last partition only
+    (previews, charts: the latest materialization carries them, a backfill stores them once).
+    """
+    keys = partition_keys(context)
+    if not keys:
+        return
+    per_day = (
+        rows.assign(_day=_dates(rows[date_column]).to_numpy()).groupby("_day")[symbol_column].agg(["size", "nunique"])
+        if len(rows)
+        else pd.DataFrame(columns=["size", "nunique"])
+    )
+    rejected = _dates(quarantined).value_counts() if quarantined is not None and len(quarantined) else pd.Series()
+    shared: dict[str, Any] = {}
+    if table is not None:
+        shared["dagster/column_schema"] = column_schema(table)
+        shared["table"] = table.name
+    if table_rows is not None:
+        shared["dagster/row_count"] = MetadataValue.int(int(table_rows))
+    for key in keys:
+        day = _day(key)
+        n = int(per_day.at[day, "size"]) if day in per_day.index else 0
+        metadata: dict[str, Any] = {
+            **shared,
+            "dagster/partition_row_count": MetadataValue.int(n),
+            "rows_written": MetadataValue.int(n),
+            "symbols_with_rows": MetadataValue.int(int(per_day.at[day, "nunique"]) if n else 0),
+            "partition": day.isoformat(),
+        }
+        if quarantined is not None:
+            metadata["rows_quarantined"] = MetadataValue.int(int(rejected.get(day, 0)))
+        if key == keys[-1] and latest:
+            metadata.update(latest)
+        context.add_asset_metadata(metadata, partition_key=key)
+
+
+def run_totals(metadata: Mapping[str, Any], names: tuple[str, ...] = ("rows_written", "rows_quarantined")) -> dict:
+    """Run-wide counts renamed `run_<name>`, so they never masquerade as one partition's figures."""
+    return {f"run_{k}" if k in names else k: v for k, v in metadata.items()}
