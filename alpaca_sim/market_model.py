@@ -42,6 +42,20 @@ from scipy.special import ndtr
 
 NY = ZoneInfo("America/New_York")
 EPOCH_START = date(2015, 1, 2)
+# Known tickers get a plausible level and volatility so demos do not mislead (SPY at 15.91 with 40 % IV did):
+# (close on ANCHOR_SESSION, annual volatility). Rough late-2025 levels, not quotes; the path keeps its seeded shape
+# and is shifted (in log space) so it passes through the level on the anchor session.
+ANCHOR_SESSION = date(2025, 11, 28)
+KNOWN_TICKERS: dict[str, tuple[float, float]] = {
+    "SPY": (680.0, 0.16), "QQQ": (610.0, 0.21), "IWM": (245.0, 0.22), "DIA": (475.0, 0.15),
+    "AAPL": (275.0, 0.26), "MSFT": (490.0, 0.24), "NVDA": (180.0, 0.48), "AMZN": (230.0, 0.32),
+    "GOOGL": (320.0, 0.30), "GOOG": (320.0, 0.30), "META": (645.0, 0.36), "TSLA": (430.0, 0.58),
+    "AVGO": (400.0, 0.45), "BRK.B": (505.0, 0.17), "JPM": (315.0, 0.23), "V": (335.0, 0.19),
+    "MA": (550.0, 0.20), "UNH": (330.0, 0.33), "XOM": (117.0, 0.24), "JNJ": (205.0, 0.17),
+    "PG": (148.0, 0.17), "HD": (355.0, 0.23), "KO": (72.0, 0.16), "PEP": (148.0, 0.18),
+    "COST": (915.0, 0.21), "WMT": (110.0, 0.20), "BAC": (53.0, 0.26), "NFLX": (107.0, 0.38),
+    "AMD": (215.0, 0.50), "CVX": (150.0, 0.24), "LLY": (1070.0, 0.32), "ORCL": (200.0, 0.42),
+}  # fmt: skip
 EPOCH_END = date(2027, 12, 31)
 NS_PER_MIN = 60_000_000_000
 NS_PER_HOUR = 3_600_000_000_000
@@ -276,13 +290,15 @@ class MarketModel:
         def u(tag: str) -> float:
             return stable_uniform(self.seed, symbol, tag)
 
-        vol = 0.15 + 0.55 * u("vol")
-        illiquid = u("illiquid") < 0.3
+        known = KNOWN_TICKERS.get(symbol)
+        vol = known[1] if known else 0.15 + 0.55 * u("vol")
+        illiquid = u("illiquid") < 0.3 and not known
         p = SymbolParams(
             start_price=round(10.0 * math.exp(math.log(50.0) * u("price")), 2),
             annual_vol=vol,
             annual_drift=-0.05 + 0.20 * u("drift"),
-            jump_intensity=0.5 + 4.0 * u("jumps"),
+            # known tickers: rare, small jumps, so the realised volatility stays near the stated one
+            jump_intensity=(0.2 + 0.8 * u("jumps")) if known else 0.5 + 4.0 * u("jumps"),
             jump_mean=-0.01 - 0.02 * u("jump_mean"),
             jump_sd=0.03 + 0.05 * u("jump_sd"),
             base_volume=math.exp(math.log(2e5) + (math.log(5e7) - math.log(2e5)) * u("volume")),
@@ -330,6 +346,10 @@ class MarketModel:
         inc[0::2] = gap
         inc[1::2] = intra
         x = math.log(p.start_price) + np.cumsum(inc)
+        known = KNOWN_TICKERS.get(symbol)
+        if known is not None:  # shift the path so it closes near the ticker's real level on the anchor session
+            anchor = min(int(np.searchsorted(self._session_ord, ANCHOR_SESSION.toordinal())), n - 1)
+            x = x - x[2 * anchor + 1] + math.log(known[0])
         lo_b, hi_b = math.log(5.0), math.log(2000.0)
         x = np.where(x < lo_b, 2 * lo_b - x, x)  # reflecting barriers keep prices in a sane range
         x = np.where(x > hi_b, 2 * hi_b - x, x)

@@ -18,6 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 from market_assets.domain.symbols import SYMBOL_PATTERN, invalid_symbols
 from market_assets.errors import SettingsError
 
+# ~310 NYSE sessions: more than the 252 that return_252d and the 52-week distances need, so those columns are
+# filled for the latest ~2 months after a default run instead of NULL everywhere (a year has only ~250 sessions)
+DEFAULT_HISTORY_DAYS = 450
+
 DEFAULT_SYMBOLS: tuple[str, ...] = (
     "AAPL",
     "MSFT",
@@ -194,7 +198,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     symbols = parse_symbols(symbols_raw) if symbols_raw else DEFAULT_SYMBOLS
 
     start_raw = get("MARKET_HISTORY_START")
-    history_start = parse_date(start_raw, "MARKET_HISTORY_START") if start_raw else date.today() - timedelta(days=365)
+    history_start = (
+        parse_date(start_raw, "MARKET_HISTORY_START")
+        if start_raw
+        else date.today() - timedelta(days=DEFAULT_HISTORY_DAYS)
+    )
     if history_start < date(2015, 1, 2):
         raise SettingsError(f"MARKET_HISTORY_START={history_start} is before 2015-01-02, the earliest supported")
 

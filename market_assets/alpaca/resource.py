@@ -62,6 +62,11 @@ class AlpacaResource(ConfigurableResource):
     _session: ResilientSession | None = PrivateAttr(default=None)
 
     @property
+    def stored_feed(self) -> str:
+        """The `feed` stored with every bar: simulated data is labelled 'simulator', never passed off as a real feed."""
+        return "simulator" if self.source == "simulator" else self.feed
+
+    @property
     def stats(self) -> HttpStats:
         return self.session().stats
 

@@ -94,7 +94,7 @@ def _fetch_and_split(
     )
     kept["volume"] = kept["volume"].astype("int64")
     kept["trade_count"] = kept["trade_count"].astype("Int64")
-    kept["feed"] = alpaca.feed
+    kept["feed"] = alpaca.stored_feed
     kept["run_id"] = run_id
     rejected = split.rejected
     quarantine = pd.DataFrame(

@@ -138,7 +138,7 @@ def refresh_minute_bars(
         kept["session"] = session_of_minute_ts(kept["ts"])
         kept["volume"] = kept["volume"].astype("int64")
         kept["trade_count"] = kept["trade_count"].astype("Int64")
-        kept["feed"] = alpaca.feed
+        kept["feed"] = alpaca.stored_feed
         kept["run_id"] = context.run.run_id
         upserted = warehouse.upsert(tables.BARS_MINUTE, kept)
     except Exception as exc:

@@ -208,9 +208,8 @@ def detect_patterns(bars: pd.DataFrame, breakout_window: int = 20, swing_window:
             vals = fn(o[r, sl], h[r, sl], lo[r, sl], c[r, sl])
             for i in np.flatnonzero(vals):
                 val = int(vals[i])
-                records.append(
-                    (sym, ts[i], name, "bullish" if val > 0 else "bearish", abs(val) / 100.0, {"talib_value": val})
-                )
+                records.append((sym, ts[i], name, pt.candle_direction(name, val), abs(val) / 100.0,
+                                {"talib_value": val}))  # fmt: skip
     sma = ind.smas(c, (50, 200))
     rsi_v = ind.rsi(c, 14)
     macd_v, sig_v, _ = ind.macd(c)

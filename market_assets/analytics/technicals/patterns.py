@@ -276,6 +276,16 @@ CANDLE_FUNCTIONS = {
     "cdl_3_black_crows": cdl3blackcrows,
 }
 
+# TA-Lib returns +100 for every doji: a doji is indecision, its sign carries no direction
+NEUTRAL_CANDLES = frozenset({"cdl_doji"})
+
+
+def candle_direction(name: str, talib_value: int) -> str:
+    """'bullish' / 'bearish' from TA-Lib's sign, 'neutral' for candles whose sign means nothing (doji)."""
+    if name in NEUTRAL_CANDLES:
+        return "neutral"
+    return "bullish" if talib_value > 0 else "bearish"
+
 
 # ---------------------------------------------------------------------------------------------
 # chart / signal patterns (1-D per symbol)
