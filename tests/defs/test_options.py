@@ -176,6 +176,9 @@ def test_pipeline_equals_ground_truth_recovers_true_vol_and_reruns_unchanged(
     delta_err = np.abs(greeks["delta"].to_numpy(float) - t["true_delta"].to_numpy())[sure]
     assert delta_err.max() < 1e-8
     assert greeks["iv"].isna().eq(greeks["iv_reason"].notna()).all()
+    view = wh.read_frame("SELECT iv, iv_reason FROM market.v_latest_option_chain")
+    assert len(view) == len(greeks) and view["iv"].isna().eq(view["iv_reason"].notna()).all()
+    assert view["iv_reason"].notna().sum() == greeks["iv_reason"].notna().sum()
     # an ITM American put with rates at 4.5 % carries an early-exercise premium somewhere in the chain
     assert greeks["early_exercise_flag"].fillna(False).astype(bool).any()
 

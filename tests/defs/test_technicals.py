@@ -268,6 +268,16 @@ def test_views_answer_analyst_questions(pipeline: Pipeline) -> None:
     assert set(levels["symbol"]) == set(UNIVERSE) and (levels["as_of"] == date(2025, 12, 31)).all()
     events = warehouse.read_frame("SELECT event, count(*) AS n FROM market.v_indicator_events GROUP BY event")
     assert {"macd_cross_up", "macd_cross_down"} <= set(events["event"])
+    # readable: rounded in the views (the tables keep full precision), dates that are dates
+    for column, digits in (("rsi", 2), ("sma_20", 4), ("macd", 4), ("return_1d", 6), ("relative_volume", 3)):
+        values = snap[column].dropna().astype(float)
+        assert len(values) and (values == values.round(digits)).all(), column
+    assert str(snap["rsi"].dtype) == "float64"
+    touches = levels[["first_touch", "last_touch"]].stack()
+    assert len(touches) and all(type(v) is date for v in touches)
+    stored = warehouse.read_frame("SELECT symbol, session, rsi FROM market.indicators_daily")
+    latest = stored.loc[stored.groupby("symbol")["session"].idxmax()].set_index("symbol")["rsi"]
+    np.testing.assert_allclose(snap.set_index("symbol")["rsi"], latest.loc[snap["symbol"]], atol=0.005)
 
 
 def test_partitions_one_by_one_equal_the_full_run(pipeline: Pipeline) -> None:
