@@ -74,6 +74,7 @@ class MarketData(_CacheModel):
     low: float
     volume: int
     vwap: float | None = None
+    feed: str | None = None  # the stored bar's feed: 'simulator' for simulated data, so no consumer mistakes it
     daily: TechnicalIndicators | None = None
     intraday: TechnicalIndicators | None = None
     cached_at: datetime
@@ -133,14 +134,21 @@ class FlowSummary(_CacheModel):
 
     underlying: str
     snapshot_date: date
-    call_volume: float | None = None
-    put_volume: float | None = None
-    call_oi: float | None = None
-    put_oi: float | None = None
+    call_volume: int | None = None  # counts are integers (a float 1234.0 read as a count raised questions)
+    put_volume: int | None = None
+    call_oi: int | None = None
+    put_oi: int | None = None
     put_call_volume_ratio: float | None = None
     put_call_oi_ratio: float | None = None
     metrics: dict[str, float | None] = {}
     cached_at: datetime
+
+    @field_validator("call_volume", "put_volume", "call_oi", "put_oi", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            return None if not math.isfinite(value) else round(value)
+        return value
 
     @field_validator("metrics", mode="before")
     @classmethod

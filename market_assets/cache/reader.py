@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from market_assets.cache.models import FlowSummary, MarketData, OptionQuote, OptionsChain, TechnicalIndicators
 from market_assets.cache.resource import CacheResource
+from market_assets.domain.symbols import normalize_symbol
 from market_assets.warehouse.resource import WarehouseResource
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def load_market_data(
         return []
     cached_at = now or datetime.now(UTC)
     daily = warehouse.read_frame(
-        "SELECT u.symbol, b.ts, b.session, b.open, b.high, b.low, b.close, b.volume, b.vwap "
+        "SELECT u.symbol, b.ts, b.session, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.feed "
         "FROM unnest(%s::text[]) AS u(symbol) CROSS JOIN LATERAL ("
         "  SELECT * FROM market.bars_daily d WHERE d.symbol = u.symbol ORDER BY d.ts DESC LIMIT 1) AS b",
         (symbols,),
@@ -122,9 +123,9 @@ def load_market_data(
     # per-symbol laterals bounded by (symbol, ts) ranges: index scans on the primary key whatever
     # the planner's statistics say (a fresh monthly partition has none until autovacuum analyses it)
     minute = warehouse.read_frame(
-        "SELECT u.symbol, l.session, a.ts, a.open, a.high, a.low, a.close, a.volume, a.vwap"
+        "SELECT u.symbol, l.session, a.ts, a.open, a.high, a.low, a.close, a.volume, a.vwap, l.feed"
         " FROM unnest(%s::text[]) AS u(symbol)"
-        " CROSS JOIN LATERAL (SELECT m.ts, m.session FROM market.bars_minute m WHERE m.symbol = u.symbol"
+        " CROSS JOIN LATERAL (SELECT m.ts, m.session, m.feed FROM market.bars_minute m WHERE m.symbol = u.symbol"
         "   ORDER BY m.ts DESC LIMIT 1) AS l"
         " CROSS JOIN LATERAL (SELECT max(b.ts) AS ts, (array_agg(b.open ORDER BY b.ts))[1] AS open,"
         "   max(b.high) AS high, min(b.low) AS low, (array_agg(b.close ORDER BY b.ts DESC))[1] AS close,"
@@ -161,6 +162,7 @@ def load_market_data(
                 low=row["low"],
                 volume=int(row["volume"]),
                 vwap=_none_if_nan(row["vwap"]),
+                feed=row.get("feed"),
                 daily=daily_snapshot,
                 intraday=intraday if intraday_session == row["session"] else None,
                 cached_at=cached_at,
@@ -284,6 +286,7 @@ class CacheReader:
         return None
 
     def get_market_data(self, symbol: str) -> MarketData | None:
+        symbol = normalize_symbol(symbol)  # aapl -> AAPL; a non-ticker raises InvalidSymbolsError
         value = self._cached("market", lambda: self.cache.read_market(symbol))
         self._count("market", value is not None)
         if value is not None or self.warehouse is None:
@@ -295,6 +298,7 @@ class CacheReader:
 
     def get_options_chain(self, underlying: str, expirations: Sequence[date] | None = None) -> OptionsChain | None:
         """The latest chain, whole or only `expirations`; always from one consistent stored snapshot."""
+        underlying = normalize_symbol(underlying)  # aapl -> AAPL; a non-ticker raises InvalidSymbolsError
         value = self._cached("chain", lambda: self.cache.read_chain(underlying, expirations))
         self._count("chain", value is not None)
         if value is not None or self.warehouse is None:
@@ -311,6 +315,7 @@ class CacheReader:
         return chain
 
     def get_flow_summary(self, underlying: str) -> FlowSummary | None:
+        underlying = normalize_symbol(underlying)  # aapl -> AAPL; a non-ticker raises InvalidSymbolsError
         value = self._cached("flow", lambda: self.cache.read_flow(underlying))
         self._count("flow", value is not None)
         if value is not None or self.warehouse is None:

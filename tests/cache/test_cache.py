@@ -29,6 +29,7 @@ from market_assets.cache.resource import CacheResource
 from market_assets.defs.bars import daily_bars, intraday_bars
 from market_assets.defs.cache import market_cache
 from market_assets.defs.resources import OptionParameters
+from market_assets.errors import InvalidSymbolsError
 from market_assets.runtime.embedded import redis_server_binary
 from market_assets.warehouse.resource import WarehouseResource
 from tests.fixtures.pipeline import alpaca_for, run, seed_symbols
@@ -207,6 +208,10 @@ def test_reader_hits_misses_fallback_and_read_through(
     assert reader.get_market_data("ZZZZ") is None  # unknown everywhere
     assert reader.local_stats == {"market:hits": 1, "market:misses": 2}
     assert cache.stats()["market"] == {"hits": 1, "misses": 2}
+    assert hit.feed == "simulator"  # simulated data says so, in the warehouse and in the cache
+    assert reader.get_market_data(" aapl ") == hit  # normalised to AAPL, not a silent miss
+    with pytest.raises(InvalidSymbolsError, match="invalid symbol 'not a ticker'"):
+        reader.get_market_data("not a ticker")
     # a reader without Redis still answers from the warehouse, counting locally
     down = CacheReader(CacheResource(redis_url="unix:///tmp/no-such-redis.sock", key_prefix=cache.key_prefix),
                        warehouse)  # fmt: skip
