@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar, load_assets_from_modules
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    EnvVar,
+    load_assets_from_modules,
+)
 
 from market_assets.alpaca.resource import AlpacaResource, Endpoint
 from market_assets.cache.resource import CacheResource
 from market_assets.config import Settings, load_settings
 from market_assets.defs import bars, corporate_actions, options, technicals
 from market_assets.defs import cache as cache_assets
+from market_assets.defs.freshness import freshness_checks, freshness_job, freshness_schedule
 from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
 from market_assets.defs.resources import MarketClockResource, OptionParameters
 from market_assets.defs.scale_out import daily_market_celery_job
@@ -74,11 +82,20 @@ def build_resources() -> dict[str, object]:
     }
 
 
+# Evaluates the assets' automation conditions (market_cache is eager); on by default, since a condition nobody
+# evaluates does nothing. Stop it in the UI (Automation) or with `dagster sensor stop`.
+automation_sensor = AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+)
+
 defs = Definitions(
     assets=load_assets_from_modules([bars, cache_assets, corporate_actions, options, technicals]),
-    jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job],
-    sensors=[intraday_refresh_sensor],
-    schedules=[after_close_schedule],
+    asset_checks=freshness_checks,
+    jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job, freshness_job],
+    sensors=[intraday_refresh_sensor, automation_sensor],
+    schedules=[after_close_schedule, freshness_schedule],
     resources=build_resources(),
     loggers=market_loggers(),  # MARKET_LOG_FORMAT=json: one JSON object per line from every run
 )

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pandas as pd
 from dagster import (
     AssetSelection,
+    DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
@@ -45,6 +46,8 @@ def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
     cron_schedule="30 13,16 * * 1-5",
     execution_timezone=NEW_YORK,
     job=daily_market_job,
+    # on by default: a deployed platform must run by itself (stop it in the UI or with `dagster schedule stop`)
+    default_status=DefaultScheduleStatus.RUNNING,
     description="After each NYSE close (13:30 on half days, 16:30 otherwise): the session's partition.",
 )
 def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:

@@ -557,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole asset graph for a universe and window")
     run.add_argument("--symbols", help="comma-separated universe (default: MARKET_SYMBOLS or the built-in 20)")
-    run.add_argument("--start", help="first day, YYYY-MM-DD (default: MARKET_HISTORY_START, 450 days = ~310 sessions ago)")
+    run.add_argument("--start", help="first day, YYYY-MM-DD (default: MARKET_HISTORY_START, ~310 sessions ago)")
     run.add_argument("--end", help="last day, YYYY-MM-DD (default: the last completed NYSE session)")
     run.add_argument("--intraday-days", type=int, default=5, help="minute bars for the last N sessions (default 5)")
     run.set_defaults(func=cmd_run)
