@@ -151,7 +151,7 @@ class Settings:
             "database": redact(self.database_url) if self.database_url else "embedded PostgreSQL",
             "redis": redact(self.redis_url) if self.redis_url else "embedded Redis",
             "alpaca": "simulator" if self.uses_simulator else (self.alpaca_data_url or "api.alpaca.markets"),
-            "feed": self.alpaca_feed,
+            "feed": "simulator" if self.uses_simulator else self.alpaca_feed,  # what the bars are stored with
             "symbols": ",".join(self.symbols),
             "history_start": self.history_start.isoformat(),
             "prices": f"adjusted: {self.price_adjustment}",

@@ -25,6 +25,7 @@ from market_assets.defs import bars, corporate_actions, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.freshness import freshness_checks, freshness_job, freshness_schedule
 from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
+from market_assets.defs.jobs import CLI_JOBS
 from market_assets.defs.resources import MarketClockResource, OptionParameters
 from market_assets.defs.scale_out import daily_market_celery_job
 from market_assets.defs.schedules import after_close_schedule, daily_market_job
@@ -93,7 +94,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 defs = Definitions(
     assets=load_assets_from_modules([bars, cache_assets, corporate_actions, options, technicals]),
     asset_checks=freshness_checks,
-    jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job, freshness_job],
+    jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job, freshness_job, *CLI_JOBS],
     sensors=[intraday_refresh_sensor, automation_sensor],
     schedules=[after_close_schedule, freshness_schedule],
     resources=build_resources(),

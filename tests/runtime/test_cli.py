@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from market_assets.warehouse.resource import to_conninfo
 
@@ -22,7 +23,9 @@ def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def test_run_materializes_the_graph_and_prints_a_summary(database_url: str, redis_url: str, tmp_path: Path) -> None:
+def test_run_materializes_the_graph_and_prints_a_summary(
+    database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "MARKET_DATA_HOME": str(tmp_path)}
     for name in (
         "ALPACA_API_KEY",
@@ -48,8 +51,9 @@ def test_run_materializes_the_graph_and_prints_a_summary(database_url: str, redi
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "] symbols: seed the universe" in out and "] daily partitions 2026-10-01 .. 2026-10-30" in out
-    assert "] options for the last session 2026-10-30" in out
+    assert "] symbols: seed the universe" in out and "] daily bars 2026-10-01 .. 2026-10-29" in out
+    assert "] the last session 2026-10-30: daily_market_job (bars, technicals, options, cache)" in out
+    assert "SIMULATED" in out and "feed           simulator" in out
     assert "result: SUCCESS" in out and "checks:" in out and " 0 failed" in out
     assert "market.bars_daily" in out and "market.quarantine" in out and "market.option_greeks" in out
     with psycopg.connect(to_conninfo(database_url)) as conn:
@@ -57,10 +61,40 @@ def test_run_materializes_the_graph_and_prints_a_summary(database_url: str, redi
             "SELECT count(*) FROM market.bars_daily WHERE session BETWEEN '2026-10-01' AND '2026-10-30'"
         ).fetchone()[0]
         minutes = conn.execute("SELECT count(DISTINCT session) FROM market.bars_minute").fetchone()[0]
+        feeds = conn.execute("SELECT array_agg(DISTINCT feed) FROM market.bars_daily").fetchone()[0]
+        vwap = conn.execute(
+            "SELECT count(vwap_intraday) FROM market.indicators_daily WHERE session = '2026-10-30'"
+        ).fetchone()[0]
     assert n == 2 * 22  # October 2026 has 22 sessions in 1..30
     assert minutes >= 1
-    # the runs are in Dagster's own storage, so the UI shows them
+    assert feeds == ["simulator"]  # simulated data is stored as such
+    assert vwap == 2  # minute bars loaded before the technicals that read them
+    # the runs are in Dagster's own storage, so the UI shows them, under their named jobs, re-executable
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+    from dagster import DagsterInstance
+
+    from market_assets.config import load_settings
+    from market_assets.runtime.services import resolve_endpoints
+
+    storage = resolve_endpoints(load_settings({**os.environ, **env})).dagster_storage_url
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage)
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = instance.get_runs()
+        jobs = sorted(r.job_name for r in runs)
+        origins = {r.remote_job_origin.location_name for r in runs if r.remote_job_origin}
+    assert jobs == ["daily_bars_job", "daily_market_job", "symbols_job", "technicals_job"]
+    assert origins == {"market_assets.definitions"} and all(r.status.value == "SUCCESS" for r in runs)
+
+    status = cli(["status"], env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip().startswith("market.")}
+    assert set(lines) >= {"market.bars_daily", "market.indicators_daily", "market.option_greeks"}
+    daily = lines["market.bars_daily"].split()
+    assert daily[1] == "2026-10-30" and daily[2] == str(2 * 22) and daily[3] == "0"
+    assert "daily_market_job" in lines["market.bars_daily"] and lines["market.bars_daily"].endswith("SUCCESS")
+    assert "after_close_schedule" in status.stdout and "on (default)" in status.stdout
+    assert "default_automation_condition_sensor" in status.stdout
+    assert "XDG_RUNTIME_DIR" not in done.stderr + status.stderr
 
 
 def test_bad_settings_exit_2_naming_the_variable(tmp_path: Path) -> None:
