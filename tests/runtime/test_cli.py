@@ -51,7 +51,7 @@ def test_run_materializes_the_graph_and_prints_a_summary(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "] symbols: seed the universe" in out and "] daily bars 2026-10-01 .. 2026-10-29" in out
+    assert "] symbols: seed the universe" in out and "] daily bars 2026-10-01 .. 2026-10-30" in out
     assert "] the last session 2026-10-30: daily_market_job (bars, technicals, options, cache)" in out
     assert "SIMULATED" in out and "feed           simulator" in out
     assert "result: SUCCESS" in out and "checks:" in out and " 0 failed" in out
@@ -61,7 +61,9 @@ def test_run_materializes_the_graph_and_prints_a_summary(
             "SELECT count(*) FROM market.bars_daily WHERE session BETWEEN '2026-10-01' AND '2026-10-30'"
         ).fetchone()[0]
         minutes = conn.execute("SELECT count(DISTINCT session) FROM market.bars_minute").fetchone()[0]
-        feeds = conn.execute("SELECT array_agg(DISTINCT feed) FROM market.bars_daily").fetchone()[0]
+        feeds = conn.execute(
+            "SELECT array_agg(DISTINCT feed) FROM market.bars_daily WHERE session BETWEEN '2026-10-01' AND '2026-10-30'"
+        ).fetchone()[0]
         vwap = conn.execute(
             "SELECT count(vwap_intraday) FROM market.indicators_daily WHERE session = '2026-10-30'"
         ).fetchone()[0]
