@@ -151,7 +151,8 @@ def technical_chart(
         raise ValueError("technical_chart needs at least one symbol")
     fig = Figure(figsize=(6.0 * len(symbols), 8.6))
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.1 / len(symbols), right=0.99, top=0.96, bottom=0.06)
+    # a fixed 0.8 in left margin: the first column's tick and axis labels (e.g. "MACD" beside "-1.0") are not clipped
+    fig.subplots_adjust(left=0.8 / (6.0 * len(symbols)), right=0.99, top=0.96, bottom=0.06)
     grid = fig.subplots(
         4, len(symbols), sharex="col", squeeze=False,
         gridspec_kw={"height_ratios": [3.0, 1.0, 1.1, 1.3], "hspace": 0.08, "wspace": 0.25},
