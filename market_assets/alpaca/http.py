@@ -4,17 +4,29 @@ Why at the session level: alpaca-py sets no timeout, retries only 429/504 with a
 and ignores `X-RateLimit-Reset`, and paginates inside one call, so a retry around the whole call
 would refetch every page. Swapping the client's `requests.Session` for this one makes every page
 request rate-limited, timed out and retried on its own, while the rest of alpaca-py (URLs,
-paging, parsing) stays exactly as shipped.
+parsing) stays exactly as shipped.
+
+Why a deadline and not only requests' timeout: requests' timeout bounds each socket read, so a
+server dripping one byte every few seconds was never cut off (issue 13, item 5). Each attempt
+here reads the body itself against a monotonic deadline (connect + every read). A body that is
+cut short or is not JSON is retried like a 5xx: a proxy or load balancer dropping a connection
+mid-body produces exactly that, and alpaca-py would otherwise crash in ``response.json()``.
+
+Why our own pager (`paged_marketdata`): alpaca-py's ``_get_marketdata`` loops on
+``next_page_token`` with no cap and no memory of tokens, so a server repeating a token made a
+run grow until it was killed. The resource replaces that loop on every client it wires.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import random
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +39,18 @@ from market_assets.errors import AlpacaAuthError, AlpacaUnavailableError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+READ_CHUNK = 65_536
+# A year of 1-minute bars for 100 symbols is ~9,800 pages of 10,000 bars: 20,000 leaves room and still stops a
+# server that never ends paging within minutes instead of never.
+MAX_PAGES = 20_000
+
+
+class BodyError(requests.RequestException):
+    """A response body cut short, over its deadline, or not JSON: retried like a 5xx."""
+
+
+class PagingError(AlpacaUnavailableError):
+    """The server's paging does not end (a repeated token, or more pages than any real answer has)."""
 
 
 class RateLimiter:
@@ -121,6 +145,40 @@ class HttpStats:
         return out
 
 
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The whole body, or BodyError once `deadline` (time.monotonic) passes.
+
+    ``read1`` returns after at most one socket read (each bounded by the read timeout), so the
+    deadline is checked between reads however slowly the server drips.
+    """
+    chunks: list[bytes] = []
+    raw = response.raw
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise BodyError("total deadline passed while reading the body")
+            try:
+                chunk = raw.read1(READ_CHUNK)
+            except Exception as exc:  # urllib3's ProtocolError/IncompleteRead (cut short), a read timeout, a reset
+                raise BodyError(f"body cut short ({type(exc).__name__})") from exc
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        response.close()
+    return b"".join(chunks)
+
+
+def _check_json(response: requests.Response, body: bytes) -> None:
+    """A JSON reply must parse: a truncated or garbled one is a transport fault, not data."""
+    if not body or "json" not in response.headers.get("Content-Type", "json"):
+        return
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        raise BodyError(f"invalid JSON ({exc.msg} at byte {exc.pos})") from exc
+
+
 def _describe(method: str, url: str) -> str:
     """Method and path only: query strings may be long and URLs must never carry secrets into logs."""
     return f"{method.upper()} {urlsplit(url).path}"
@@ -132,6 +190,7 @@ class ResilientSession(requests.Session):
         limiter: RateLimiter,
         *,
         timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         max_attempts: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -140,7 +199,8 @@ class ResilientSession(requests.Session):
     ) -> None:
         super().__init__()
         self.limiter = limiter
-        self.timeout = timeout
+        self.timeout = timeout  # the whole attempt: connect + headers + every body read
+        self.connect_timeout = min(connect_timeout, timeout)
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -171,15 +231,32 @@ class ResilientSession(requests.Session):
         self.limiter.pause_until(time.monotonic() + wait)
         return wait
 
+    def _attempt(self, method: str, url: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> requests.Response:
+        """One request within `self.timeout` seconds in total; the body is read, bounded, and checked."""
+        deadline = time.monotonic() + self.timeout
+        kwargs = {**kwargs, "stream": True, "timeout": (self.connect_timeout, self.timeout)}
+        response = super().request(method, url, *args, **kwargs)
+        body = _read_body(response, deadline)
+        if response.status_code < 400:
+            _check_json(response, body)
+        response._content = body  # the body as read, so .text/.json() work as usual
+        response._content_consumed = True
+        return response
+
     def request(self, method: str, url: str, *args, **kwargs) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self.timeout)
+        kwargs.pop("timeout", None)
+        kwargs.pop("stream", None)
         what = _describe(method, url)
         endpoint = endpoint_of(url)
         last_problem = ""
         for attempt in range(1, self.max_attempts + 1):
             self.stats.throttled_seconds += self.limiter.acquire()
             try:
-                response = super().request(method, url, *args, **kwargs)
+                response = self._attempt(method, url, args, kwargs)
+            except BodyError as exc:
+                self.stats.record(None, retried=attempt > 1, endpoint=endpoint)
+                last_problem = str(exc)
+                wait = self.backoff(attempt)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 self.stats.record(None, retried=attempt > 1, endpoint=endpoint)
                 last_problem = f"{type(exc).__name__}"
@@ -201,3 +278,67 @@ class ResilientSession(requests.Session):
             log.warning("%s: %s, retry %d/%d in %.2fs", what, last_problem, attempt, self.max_attempts - 1, wait)
             self._sleep(wait)
         raise AlpacaUnavailableError(f"{what} failed after {self.max_attempts} attempts (last: {last_problem})")
+
+
+def paged_marketdata(
+    client: Any,
+    path: str,
+    params: dict[str, Any],
+    page_limit: int = 10_000,
+    page_size: int | None = None,
+    no_sub_key: bool = False,
+    *,
+    max_pages: int = MAX_PAGES,
+) -> dict[str, Any]:
+    """alpaca-py's market-data pager (``RESTClient._get_marketdata``, same signature and result), bounded.
+
+    A token seen before, or more than `max_pages` pages, raises PagingError instead of looping
+    (and accumulating rows) forever. The total ``limit`` semantics of the original are kept.
+    """
+    merged: defaultdict[str, Any] = defaultdict(list)
+    actual_limit = min(page_size, page_limit) if page_size else None
+    limit = params.get("limit")
+    total = 0
+    token = params.get("page_token")
+    seen: set[str] = set()
+    for _ in range(max_pages):
+        if limit:
+            actual_limit = min(int(limit) - total, page_limit)
+            if actual_limit < 1:
+                break
+        params["limit"] = actual_limit
+        params["page_token"] = token
+        response = client.get(path=path, data=params) or {}
+        for key, value in _entries(response, no_sub_key).items():
+            if isinstance(value, list):
+                merged[key].extend(value)
+            else:
+                merged[key] = value
+        if actual_limit:
+            total = sum(len(items) for items in merged.values())
+        token = response.get("next_page_token")
+        if token is None:
+            break
+        if token in seen:
+            raise PagingError(f"GET {path}: the server repeated the page token {str(token)[:40]!r}; stopping")
+        seen.add(token)
+    else:
+        raise PagingError(f"GET {path}: paging did not end after {max_pages} pages")
+    return dict(merged)
+
+
+_DATA_KEYS = frozenset(
+    {"bar", "bars", "corporate_actions", "news", "orderbook", "orderbooks", "quote", "quotes", "snapshot",
+     "snapshots", "trade", "trades"}
+)  # fmt: skip
+
+
+def _entries(response: dict[str, Any], no_sub_key: bool) -> dict[str, Any]:
+    """The data part of one market-data page (alpaca-py's ``_get_marketdata_entries``)."""
+    if no_sub_key:
+        return response
+    keys = _DATA_KEYS.intersection(response)
+    if len(keys) != 1:
+        raise PagingError(f"a market-data page has {len(keys)} data keys ({', '.join(sorted(keys)) or 'none'})")
+    key = next(iter(keys))
+    return {"news": response[key]} if key == "news" else (response[key] or {})

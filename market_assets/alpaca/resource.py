@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -20,7 +21,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from market_assets.alpaca.http import HttpStats, RateLimiter, ResilientSession
+from market_assets.alpaca.http import HttpStats, RateLimiter, ResilientSession, paged_marketdata
 from market_assets.domain.symbols import invalid_symbols
 from market_assets.errors import InvalidSymbolsError, SettingsError
 
@@ -91,9 +92,11 @@ class AlpacaResource(ConfigurableResource):
         return Endpoint(self.api_key, self.secret_key, self.data_url, self.trading_url or self.data_url)
 
     def wire(self, client: Any) -> Any:
-        """Put the resilient session under an alpaca-py client and turn its own retry loop off."""
+        """Put the resilient session under an alpaca-py client, turn its own retry loop off, and replace its
+        unbounded market-data pager (bars, option chains) with ours, which caps pages and refuses repeated tokens."""
         client._session = self.session()
         client._retry = 0
+        client._get_marketdata = partial(paged_marketdata, client)
         return client
 
     def stock_client(self) -> StockHistoricalDataClient:
