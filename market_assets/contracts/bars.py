@@ -18,6 +18,12 @@ from market_assets.domain.sessions import minute_in_session, session_of_daily_ts
 from market_assets.domain.symbols import SYMBOL_PATTERN
 
 BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
+# JSON parses "1e999" as +inf and "NaN" as nan, and `> 0` is true of +inf: without these rules an infinite price
+# passed pandera and the database CHECKs (issue 13, item 4). Counts are stored as int8: a volume at or beyond
+# 2**63 would wrap (or abort the cast of the whole window) instead of being rejected as the one bad row it is.
+INT8_LIMIT = 2.0**63
+FINITE = Check(lambda s: pd.Series(np.isfinite(s.to_numpy(dtype="float64")), index=s.index), name="finite")
+FITS_INT8 = Check(lambda s: s.abs() < INT8_LIMIT, name="fits_int8")
 
 _READABLE = {
     "not_nullable": "is missing (null/NaN)",
@@ -25,6 +31,8 @@ _READABLE = {
     "greater_than_or_equal_to(0)": "must be >= 0",
     "multiple_fields_uniqueness": "duplicate (symbol, ts) with conflicting values",
     "dtype": "has the wrong type",
+    "finite": "is not a finite number (inf/NaN)",
+    "fits_int8": "does not fit a 64-bit integer",
 }
 
 
@@ -51,13 +59,13 @@ def bar_schema(timeframe: str) -> pa.DataFrameSchema:
         {
             "symbol": Column(str, Check.str_matches(SYMBOL_PATTERN.pattern), nullable=False),
             "ts": Column(pd.DatetimeTZDtype("ns", "UTC"), on_session, nullable=False),
-            "open": Column(float, Check.gt(0)),
-            "high": Column(float, Check.gt(0)),
-            "low": Column(float, Check.gt(0)),
-            "close": Column(float, Check.gt(0)),
-            "volume": Column(float, Check.ge(0)),
-            "trade_count": Column(float, Check.ge(0), nullable=True),
-            "vwap": Column(float, Check.gt(0), nullable=True),
+            "open": Column(float, [FINITE, Check.gt(0)]),
+            "high": Column(float, [FINITE, Check.gt(0)]),
+            "low": Column(float, [FINITE, Check.gt(0)]),
+            "close": Column(float, [FINITE, Check.gt(0)]),
+            "volume": Column(float, [FINITE, Check.ge(0), FITS_INT8]),
+            "trade_count": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            "vwap": Column(float, [FINITE, Check.gt(0)], nullable=True),
         },
         checks=[Check(_ohlc_consistent, name="ohlc", error="OHLC inconsistent: need low <= open, close <= high")],
         unique=["symbol", "ts"],
@@ -74,12 +82,29 @@ class Split:
     rejected: pd.DataFrame  # the rows, plus a `reason` column
 
 
+_TS_LOW, _TS_HIGH = pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC")
+
+
+def parse_wire_ts(values: pd.Series | None, index: pd.Index) -> pd.Series:
+    """RFC 3339 text -> UTC nanosecond timestamps; anything else (numbers, garbage, year 1 or 9999) -> NaT.
+
+    A hostile ``"t": -1`` or ``"0001-01-01"`` once crashed the whole window on the nanosecond cast
+    (found by the property test); such a row must fail the schema, alone.
+    """
+    if values is None:
+        return pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
+    text = values.where(values.map(lambda v: isinstance(v, str)), None)
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    parsed = parsed.where((parsed >= _TS_LOW) & (parsed < _TS_HIGH))
+    return parsed.astype("datetime64[ns, UTC]")
+
+
 def coerce_raw_bars(raw: pd.DataFrame) -> pd.DataFrame:
     """Wire names and text -> typed columns without dropping anything: bad values become NaN/NaT
     so that the schema, not a parser exception, reports them."""
     out = pd.DataFrame(index=raw.index)
     out["symbol"] = raw["symbol"].astype("string").astype(object)
-    out["ts"] = pd.to_datetime(raw.get("t"), utc=True, errors="coerce", format="ISO8601").astype("datetime64[ns, UTC]")
+    out["ts"] = parse_wire_ts(raw.get("t"), raw.index)
     for wire, name in (
         ("o", "open"),
         ("h", "high"),

@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera import Check, Column
 
-from market_assets.contracts.bars import Split, split_valid
+from market_assets.contracts.bars import FINITE, FITS_INT8, Split, parse_wire_ts, split_valid
 from market_assets.domain.occ import parse_occ_series, validate_occ
 
 _READABLE = {
@@ -28,6 +28,8 @@ _READABLE = {
     "field_uniqueness": "duplicate contract symbol with conflicting values",
     "multiple_fields_uniqueness": "duplicate contract symbol with conflicting values",
     "dtype": "has the wrong type",
+    "finite": "is not a finite number (inf/NaN)",
+    "fits_int8": "does not fit a 64-bit integer",
 }
 
 # readable reasons for the OCC validator's codes
@@ -37,6 +39,7 @@ _OCC_REASON = {
     "non_positive_strike": "symbol's strike must be > 0",
 }
 
+_GREEKS = ("iv", "delta", "gamma", "theta", "vega", "rho")
 CHAIN_VALUE_COLUMNS = (
     "bid",
     "ask",
@@ -83,15 +86,17 @@ def chain_schema() -> pa.DataFrameSchema:
         {
             "symbol": Column(str, nullable=False),
             "underlying": Column(str, nullable=False),
-            "strike": Column(float, nullable=True),
-            "bid": Column(float, Check.ge(0), nullable=True),
-            "ask": Column(float, Check.ge(0), nullable=True),
-            "bid_size": Column(float, Check.ge(0), nullable=True),
-            "ask_size": Column(float, Check.ge(0), nullable=True),
-            "last": Column(float, Check.gt(0), nullable=True),
-            "last_size": Column(float, Check.ge(0), nullable=True),
-            "volume": Column(float, Check.ge(0), nullable=True),
-            "open_interest": Column(float, Check.ge(0), nullable=True),
+            "strike": Column(float, FINITE, nullable=True),
+            "bid": Column(float, [FINITE, Check.ge(0)], nullable=True),
+            "ask": Column(float, [FINITE, Check.ge(0)], nullable=True),
+            "bid_size": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            "ask_size": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            "last": Column(float, [FINITE, Check.gt(0)], nullable=True),
+            "last_size": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            "volume": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            "open_interest": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            # Alpaca's own IV and Greeks are stored beside ours: an infinite one is garbage, not a value
+            **{f"alpaca_{g}": Column(float, FINITE, nullable=True) for g in _GREEKS},
         },
         checks=[
             *(_occ_check(code) for code in _OCC_REASON),
@@ -117,12 +122,12 @@ def contract_schema() -> pa.DataFrameSchema:
             "symbol": Column(str, nullable=False),
             "underlying": Column(str, nullable=False),
             "expiration": Column("datetime64[ns]", nullable=False),
-            "strike": Column(float, Check.gt(0), nullable=False),
+            "strike": Column(float, [FINITE, Check.gt(0)], nullable=False),
             "type": Column(str, Check.isin(["call", "put"]), nullable=False),
             "style": Column(str, Check.isin(["american", "european"]), nullable=True),
-            "size": Column(float, Check.gt(0), nullable=True),
-            "open_interest": Column(float, Check.ge(0), nullable=True),
-            "close_price": Column(float, Check.ge(0), nullable=True),
+            "size": Column(float, [FINITE, Check.gt(0), FITS_INT8], nullable=True),
+            "open_interest": Column(float, [FINITE, Check.ge(0), FITS_INT8], nullable=True),
+            "close_price": Column(float, [FINITE, Check.ge(0)], nullable=True),
         },
         checks=[
             *(_occ_check(code) for code in _OCC_REASON),
@@ -156,13 +161,17 @@ def _num(raw: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _ts(raw: pd.DataFrame, column: str) -> pd.Series:
-    values = raw[column] if column in raw else pd.Series(None, index=raw.index, dtype=object)
-    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601").astype("datetime64[ns, UTC]")
+    return parse_wire_ts(raw.get(column), raw.index)
 
 
 def _date(raw: pd.DataFrame, column: str) -> pd.Series:
     """YYYY-MM-DD text -> datetime64[ns]; anything else (Feb 30, garbage) -> NaT for the schema to report."""
-    return pd.to_datetime(raw[column], errors="coerce", format="%Y-%m-%d").astype("datetime64[ns]")
+    values = raw[column]
+    text = values.where(values.map(lambda v: isinstance(v, str)), None)
+    parsed = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d")
+    return parsed.where((parsed >= pd.Timestamp("1970-01-01")) & (parsed < pd.Timestamp("2262-01-01"))).astype(
+        "datetime64[ns]"
+    )
 
 
 def _symbol_fields(out: pd.DataFrame, symbols: pd.Series) -> None:

@@ -9,7 +9,6 @@ server, and a failure anywhere leaves the previous data in place.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from psycopg import sql
 from pydantic import PrivateAttr
 
 from market_assets.domain.symbols import SYMBOL_PATTERN
+from market_assets.contracts.payload import payload_json
 from market_assets.errors import MigrationChangedError, UnreachableError
 from market_assets.observability import audit
 from market_assets.warehouse._copy import SIGNATURE, TRAILER, encode_rows
@@ -418,9 +418,12 @@ class WarehouseResource(ConfigurableResource):
                 "source": rows["source"],
                 "dataset": dataset,
                 "partition_key": partition_key,
-                "symbol": rows["symbol"].where(rows["symbol"].notna() & (rows["symbol"] != ""), None),
+                # a hostile symbol is kept readable, minus the NUL bytes PostgreSQL text cannot hold
+                "symbol": rows["symbol"]
+                .where(rows["symbol"].notna() & (rows["symbol"] != ""), None)
+                .map(lambda s: None if s is None else str(s).replace("\x00", "")),
                 "ts": rows["ts"],
-                "payload": rows["payload"].map(lambda p: json.dumps(p, default=str, allow_nan=False)),
+                "payload": rows["payload"].map(payload_json),
                 "reason": rows["reason"],
                 "run_id": rows["run_id"],
             }
