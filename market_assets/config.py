@@ -101,9 +101,22 @@ def _parse_positive(raw: str, variable: str) -> float:
     return value
 
 
+# user:password@ and :password@ (Redis has no user) in any scheme's authority
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@?#\s]*:)[^@/?#\s]*@")
+# ?password=, &sslpassword=, ... in a query string or a libpq "key=value" conninfo
+_PARAM_SECRET = re.compile(
+    r"((?:^|[?&;\s])(?:password|passwd|pwd|sslpassword|secret|secret_key|api_key|token|access_token)=)[^&;\s#]*",
+    re.IGNORECASE,
+)
+
+
 def redact(url: str) -> str:
-    """Hide a password in a URL before it is shown anywhere."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """Hide every password a URL or conninfo can carry before it is shown anywhere.
+
+    Covers ``scheme://user:pw@host``, ``redis://:pw@host`` (no user), ``?password=`` and friends in the query, and
+    libpq's ``password=`` in key=value form (issue 13, item 6: the last three leaked).
+    """
+    return _PARAM_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
 
 
 @dataclass(frozen=True)
@@ -150,7 +163,7 @@ class Settings:
             "data_home": str(self.data_home),
             "database": redact(self.database_url) if self.database_url else "embedded PostgreSQL",
             "redis": redact(self.redis_url) if self.redis_url else "embedded Redis",
-            "alpaca": "simulator" if self.uses_simulator else (self.alpaca_data_url or "api.alpaca.markets"),
+            "alpaca": "simulator" if self.uses_simulator else redact(self.alpaca_data_url or "api.alpaca.markets"),
             "feed": "simulator" if self.uses_simulator else self.alpaca_feed,  # what the bars are stored with
             "symbols": ",".join(self.symbols),
             "history_start": self.history_start.isoformat(),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from market_assets.config import DEFAULT_SYMBOLS, SettingsError, load_settings
+from market_assets.config import DEFAULT_SYMBOLS, SettingsError, load_settings, redact
 
 
 def test_defaults_need_nothing() -> None:
@@ -84,3 +84,36 @@ def test_cluster_and_tls_redis_urls_are_accepted_and_redacted(url: str) -> None:
     settings = load_settings({"DATABASE_URL" if url.startswith("postgres") else "REDIS_URL": url})
     shown = str(settings.describe())
     assert "hunter2" not in shown and "***" in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql+psycopg://u:hunter2@db:5432/market", "hunter2"),
+        ("redis://:hunter2@cache:6379/0", "hunter2"),  # Redis: a password without a user
+        ("rediss://default:hunter2@cache:6380", "hunter2"),
+        ("postgresql://u@db/market?password=hunter2&sslmode=require", "hunter2"),
+        ("postgresql://u@db/market?sslmode=require&sslpassword=hunter2", "hunter2"),
+        ("http://proxyuser:hunter2@proxy:8080", "hunter2"),
+        ("host=/tmp user=postgres password=hunter2 dbname=market", "hunter2"),
+    ],
+)
+def test_every_url_shape_is_redacted(url: str, secret: str) -> None:
+    shown = redact(url)
+    assert secret not in shown and "***" in shown
+    assert shown.split("***")[0] in url  # what is shown is still the URL, up to the secret
+
+
+def test_describe_hides_every_password_it_could_print() -> None:
+    """Issue 13, item 6: redis://:pw@, ?password= and user:pw in ALPACA_DATA_URL were printed in clear."""
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgresql://u@db/market?password=pg-secret",
+            "REDIS_URL": "redis://:redis-secret@cache:6379",
+            "ALPACA_DATA_URL": "https://user:proxy-secret@proxy.example",
+        }
+    )
+    shown = str(settings.describe())
+    for secret in ("pg-secret", "redis-secret", "proxy-secret"):
+        assert secret not in shown
+    assert "cache:6379" in shown and "proxy.example" in shown

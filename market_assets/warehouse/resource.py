@@ -25,8 +25,9 @@ from dagster import ConfigurableResource, InitResourceContext
 from psycopg import sql
 from pydantic import PrivateAttr
 
-from market_assets.domain.symbols import SYMBOL_PATTERN
+from market_assets.config import redact
 from market_assets.contracts.payload import payload_json
+from market_assets.domain.symbols import SYMBOL_PATTERN
 from market_assets.errors import MigrationChangedError, UnreachableError
 from market_assets.observability import audit
 from market_assets.warehouse._copy import SIGNATURE, TRAILER, encode_rows
@@ -172,7 +173,7 @@ class WarehouseResource(ConfigurableResource):
         try:
             conn = psycopg.connect(self.conninfo(), autocommit=autocommit, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            raise UnreachableError(f"cannot connect to the warehouse PostgreSQL: {exc}".strip()) from exc
+            raise UnreachableError(f"cannot connect to the warehouse PostgreSQL: {redact(str(exc))}".strip()) from exc
         with conn:
             yield conn
 

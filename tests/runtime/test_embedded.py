@@ -92,3 +92,20 @@ def test_stop_reports_what_it_stopped(home: Path) -> None:
     ensure_redis(home)
     assert stop_redis(home) is True
     assert stop_redis(home) is False
+
+
+def test_child_servers_do_not_inherit_secrets(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13, item 6: the embedded PostgreSQL carried ALPACA_SECRET_KEY in its environment for its whole life."""
+    monkeypatch.setenv("ALPACA_SECRET_KEY", "sekret-do-not-leak")
+    monkeypatch.setenv("REDIS_URL", "redis://:pw-do-not-leak@host")
+    pg = ensure_postgres(home)
+    ensure_redis(home)
+    # PostgreSQL reuses its /proc environ area for the process title: ask a program it starts instead
+    with psycopg.connect(pg.conninfo("market"), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE env (line text)")
+        conn.execute("COPY env FROM PROGRAM 'env'")
+        postgres_env = "\n".join(r[0] for r in conn.execute("SELECT line FROM env").fetchall())
+    assert "PATH=" in postgres_env and "do-not-leak" not in postgres_env
+    redis_pid = int((home / "redis" / "redis.pid").read_text().strip())
+    assert b"do-not-leak" not in Path(f"/proc/{redis_pid}/environ").read_bytes()
+    assert os.environ["ALPACA_SECRET_KEY"] == "sekret-do-not-leak"  # withheld only for the start
