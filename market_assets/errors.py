@@ -48,3 +48,7 @@ class AlpacaUnavailableError(AlpacaError):
 
 class InvalidSymbolsError(MarketDataError, ValueError):
     """A symbol that cannot be a ticker: refused before any request is spent on it."""
+
+
+class WriteConflictError(MarketDataError, RuntimeError):
+    """Another writer held the same dataset and partition for longer than the bounded wait: nothing was written."""

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic, sleep
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -28,13 +29,18 @@ from pydantic import PrivateAttr
 from market_assets.config import redact
 from market_assets.contracts.payload import payload_json
 from market_assets.domain.symbols import SYMBOL_PATTERN
-from market_assets.errors import MigrationChangedError, UnreachableError
+from market_assets.errors import MigrationChangedError, UnreachableError, WriteConflictError
 from market_assets.observability import audit
 from market_assets.warehouse._copy import SIGNATURE, TRAILER, encode_rows
 from market_assets.warehouse.migrations import migration_files
 from market_assets.warehouse.tables import QUARANTINE, Table
 
 _MIGRATION_LOCK = 7_231_001  # pg_advisory_xact_lock key: one migrator at a time across processes
+# Two writers of one partition used to collide with a raw UniqueViolation (issue 13, item 7): both deleted nothing,
+# both copied the same keys. Writers now take one transaction-scoped advisory lock per (table, month) the write
+# touches, in order; months rather than sessions so a ten-year range takes 120 locks, not 2,520.
+LOCK_WAIT_SECONDS = 120.0
+_LOCK_POLL_SECONDS = 0.1
 _ROWS_PER_SLICE = 50_000
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
@@ -134,6 +140,61 @@ def ensure_month_partitions(conn: psycopg.Connection, parent: str, ts: pd.Series
     _check_table(parent)
     for month in months:
         conn.execute("SELECT market.ensure_month_partition(%s, %s)", (parent, month.start_time.date()))
+
+
+def _months(sessions: tuple[date, date]) -> list[int]:
+    """The months [first, last] touches, as year * 12 + month - 1 (the advisory lock's second key)."""
+    first = sessions[0].year * 12 + sessions[0].month - 1
+    last = sessions[1].year * 12 + sessions[1].month - 1
+    return list(range(first, last + 1))
+
+
+def lock_partition(conn: psycopg.Connection, table: str, sessions: tuple[date, date], wait_seconds: float) -> None:
+    """Serialise writers of `table` whose sessions share a month; give up after `wait_seconds` with who holds it.
+
+    pg_try_advisory_xact_lock in a loop rather than a blocking lock under lock_timeout: the wait is bounded the
+    same way on every server, and the error can name the holder.
+    """
+    deadline = monotonic() + wait_seconds
+    for month in _months(sessions):
+        while not conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), %s)", (table, month)).fetchone()[0]:
+            if monotonic() > deadline:
+                holder = conn.execute(
+                    "SELECT a.pid, coalesce(a.application_name, ''), a.xact_start FROM pg_locks l"
+                    " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                    " AND l.classid = hashtext(%s)::oid AND l.objid = %s::oid AND l.pid <> pg_backend_pid()",
+                    (table, month),
+                ).fetchone()
+                who = f"backend pid {holder[0]} (in a transaction since {holder[2]:%H:%M:%S})" if holder else "?"
+                raise WriteConflictError(
+                    f"another writer of {table} {month // 12}-{month % 12 + 1:02d} ({who}) did not finish within "
+                    f"{wait_seconds:.0f}s; nothing was written: re-run when it is done"
+                )
+            sleep(_LOCK_POLL_SECONDS)
+
+
+def _quarantine_sessions(rows: pd.DataFrame, default: date | None) -> pd.Series:
+    """The session each quarantined row is filed under: its own `session`, else the New York date of its `ts`,
+    else (a row whose timestamp is garbage) `default`, the first session of the window it came from."""
+    if "session" in rows:
+        session = pd.Series(rows["session"], index=rows.index, dtype=object)
+    else:
+        ts = pd.to_datetime(rows["ts"], utc=True, errors="coerce")
+        session = ts.dt.tz_convert("America/New_York").dt.date.astype(object).where(ts.notna(), None)
+    return session.where(session.notna(), default)
+
+
+def _payload_owner(rows: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """The first of `keys` present in each row's payload (an option record's underlying), as the SQL coalesce."""
+
+    def first(payload: Any) -> Any:
+        if isinstance(payload, dict):
+            for key in keys:
+                if payload.get(key) is not None:
+                    return str(payload[key])
+        return None
+
+    return rows["payload"].map(first) if "payload" in rows else pd.Series(None, index=rows.index, dtype=object)
 
 
 class WarehouseResource(ConfigurableResource):
@@ -258,12 +319,16 @@ class WarehouseResource(ConfigurableResource):
         partition_key: str | None = None,
         symbol_column: str = "symbol",
         quarantine_owner: Sequence[str] = (),
+        only_delivered: bool = False,
+        lock_wait_seconds: float = LOCK_WAIT_SECONDS,
     ) -> WriteResult:
         """Replace the rows of `symbols` whose partition column is in `sessions` (inclusive) by `frame`.
 
         One transaction: either the new rows (and their quarantine records) are all visible, or
-        the old ones still are. Quarantine records of the same dataset/partition/symbols are
-        replaced too, so a re-run does not pile up duplicates of the same rejected rows.
+        the old ones still are. Writers of the same table and month wait for each other (bounded,
+        then WriteConflictError). With `only_delivered`, only the (symbol, session) pairs present in
+        `frame` are replaced: a symbol the source returned nothing for keeps its rows (issue 13,
+        item 1). Quarantine records are replaced by (dataset, symbol, session), see `replace_quarantine`.
 
         `symbol_column` names the column that holds the symbols (``underlying`` for option tables, whose
         ``symbol`` is the contract); `quarantine_owner`, see `replace_quarantine`.
@@ -271,13 +336,24 @@ class WarehouseResource(ConfigurableResource):
         if table.partition_column is None:
             raise ValueError(f"{table.name} has no partition column: it cannot be replaced by partition")
         frame = dedupe_last(frame, table.key)
+        column = table.partition_column
+        delivered: tuple[list[str], list[Any]] | None = None
+        if only_delivered:
+            pairs = frame.loc[frame[symbol_column].isin(list(symbols)), [symbol_column, column]].drop_duplicates()
+            delivered = (pairs[symbol_column].tolist(), pairs[column].tolist())
+            scope = sql.SQL("({}, {}) IN (SELECT * FROM unnest(%s::text[], %s::date[]))").format(
+                sql.Identifier(symbol_column), sql.Identifier(column)
+            )
+            scope_params: list[Any] = list(delivered)
+        else:
+            scope = sql.SQL("{} = ANY(%s)").format(sql.Identifier(symbol_column))
+            scope_params = [list(symbols)]
         with self.connect() as conn:
+            lock_partition(conn, table.name, sessions, lock_wait_seconds)
             if table.monthly:
                 ensure_month_partitions(conn, table.name, frame["ts"])
-            where = sql.SQL("{} BETWEEN %s AND %s AND {} = ANY(%s)").format(
-                sql.Identifier(table.partition_column), sql.Identifier(symbol_column)
-            )
-            params: list[Any] = [sessions[0], sessions[1], list(symbols)]
+            where = sql.SQL("{} BETWEEN %s AND %s AND {}").format(sql.Identifier(column), scope)
+            params: list[Any] = [sessions[0], sessions[1], *scope_params]
             if table.monthly:  # partitioned on ts: a ts range lets PostgreSQL prune partitions
                 where = sql.SQL("{} AND ts >= %s AND ts < %s").format(where)
                 params += list(_new_york_day_bounds(sessions))
@@ -287,7 +363,13 @@ class WarehouseResource(ConfigurableResource):
             quarantined = 0
             if dataset is not None:
                 quarantined = self.replace_quarantine(
-                    dataset, partition_key, symbols, quarantine, owner=quarantine_owner
+                    dataset,
+                    partition_key,
+                    symbols,
+                    quarantine,
+                    owner=quarantine_owner,
+                    sessions=sessions,
+                    delivered=delivered,
                 )
         return WriteResult(rows_written=written, rows_deleted=deleted, rows_quarantined=quarantined)
 
@@ -299,25 +381,65 @@ class WarehouseResource(ConfigurableResource):
         rows: pd.DataFrame | None,
         *,
         owner: Sequence[str] = (),
+        sessions: tuple[date, date] | None = None,
+        delivered: tuple[list[str], list[Any]] | None = None,
     ) -> int:
-        """Replace the quarantine records of `dataset`/`partition_key` that belong to `symbols` by `rows`.
+        """Replace the quarantine records of `dataset` that belong to `symbols` (and `sessions`) by `rows`.
 
-        The one quarantine predicate: a record belongs to the run that re-materializes its partition when its
-        owner is one of `symbols`, unknown, or not a valid ticker (nobody else would ever clear it). The owner is
-        the record's `symbol` column; with `owner` given, the first of those payload keys that is present (an
-        option record's symbol is the contract; the underlying it was requested for is in its payload).
+        The one quarantine predicate: a record belongs to the run that re-materializes it when its owner is one
+        of `symbols`, unknown, or not a valid ticker (nobody else would ever clear it). The owner is the record's
+        `symbol` column; with `owner` given, the first of those payload keys that is present (an option record's
+        symbol is the contract; the underlying it was requested for is in its payload).
+
+        With `sessions` (issue 13, item 8), records are keyed by (dataset, owner, session) instead of the exact
+        partition-range string: a write clears the records of the sessions it covers for those owners (only the
+        `delivered` (owner, session) pairs, when given) plus those rejected again now, whichever window filed
+        them. Records filed before migration 030 (no session) still go by their partition key.
         """
         owner_expr: sql.Composable = sql.Identifier("symbol")
         if owner:
             owner_expr = sql.SQL("coalesce({})").format(
                 sql.SQL(", ").join(sql.SQL("payload->>{}").format(sql.Literal(key)) for key in owner)
             )
-        query = sql.SQL(
-            "DELETE FROM {} WHERE dataset = %s AND partition_key IS NOT DISTINCT FROM %s"
-            " AND ({owner} IS NULL OR {owner} = ANY(%s) OR {owner} !~ %s)"
-        ).format(_identifier(QUARANTINE.name), owner=owner_expr)
+        legacy = "partition_key IS NOT DISTINCT FROM %s AND ({owner} IS NULL OR {owner} = ANY(%s) OR {owner} !~ %s)"
+        legacy_params: list[Any] = [partition_key, list(symbols), SYMBOL_PATTERN.pattern]
+        if sessions is None:
+            query = sql.SQL("DELETE FROM {table} WHERE dataset = %s AND " + legacy).format(
+                table=_identifier(QUARANTINE.name), owner=owner_expr
+            )
+            params: list[Any] = [dataset, *legacy_params]
+        else:
+            rows = rows if rows is not None else pd.DataFrame(columns=["symbol", "ts"])
+            rows = rows.assign(session=_quarantine_sessions(rows, sessions[0]))
+            owners = rows["symbol"] if not owner else _payload_owner(rows, owner)
+            again = pd.DataFrame({"o": owners.astype(object), "s": rows["session"]}).dropna().drop_duplicates()
+            if delivered is None:
+                covered = "{owner} = ANY(%s)"
+                covered_params: list[Any] = [list(symbols)]
+            else:
+                covered = "({owner}, session) IN (SELECT * FROM unnest(%s::text[], %s::date[]))"
+                covered_params = list(delivered)
+            query = sql.SQL(
+                "DELETE FROM {table} WHERE dataset = %s AND ("
+                f" (session BETWEEN %s AND %s AND {covered})"
+                " OR ({owner}, session) IN (SELECT * FROM unnest(%s::text[], %s::date[]))"
+                " OR (session BETWEEN %s AND %s AND ({owner} IS NULL OR {owner} !~ %s))"
+                f" OR (session IS NULL AND {legacy}))"
+            ).format(table=_identifier(QUARANTINE.name), owner=owner_expr)
+            params = [
+                dataset,
+                sessions[0],
+                sessions[1],
+                *covered_params,
+                again["o"].astype(str).tolist(),
+                again["s"].tolist(),
+                sessions[0],
+                sessions[1],
+                SYMBOL_PATTERN.pattern,
+                *legacy_params,
+            ]
         with self.connect() as conn:
-            conn.execute(query, (dataset, partition_key, list(symbols), SYMBOL_PATTERN.pattern))
+            conn.execute(query, params)
             if rows is None or rows.empty:
                 return 0
             return self.insert_quarantine(conn, rows, dataset, partition_key)
@@ -427,6 +549,7 @@ class WarehouseResource(ConfigurableResource):
                 "payload": rows["payload"].map(payload_json),
                 "reason": rows["reason"],
                 "run_id": rows["run_id"],
+                "session": _quarantine_sessions(rows, None),
             }
         )
         return copy_frame(conn, QUARANTINE.name, records, QUARANTINE.columns)

@@ -68,6 +68,7 @@ QUARANTINE = Table(
         ("payload", "jsonb"),
         ("reason", "text"),
         ("run_id", "text"),
+        ("session", "date"),  # 030: with dataset and symbol, what a later good write clears
     ),
     key=("id",),
     server_columns=("id", "quarantined_at"),

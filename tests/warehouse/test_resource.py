@@ -88,6 +88,7 @@ def test_text_with_unicode_and_varying_lengths(warehouse: WarehouseResource) -> 
             "payload": ['{"a": 1}', '{"b": "ü"}', "[]"],
             "reason": "r",
             "run_id": None,
+            "session": None,
         }
     )
     with warehouse.connect() as conn:
@@ -182,3 +183,105 @@ def test_unreachable_database_gives_a_clear_error() -> None:
     dead = WarehouseResource(database_url="postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(ConnectionError, match="cannot connect to the warehouse"):
         dead.scalar("SELECT 1")
+
+
+def quarantine_rows(symbol: str, day: str, reason: str = "high is not a finite number (inf/NaN)") -> pd.DataFrame:
+    ts = pd.Timestamp(day, tz="America/New_York").tz_convert("UTC")
+    return pd.DataFrame(
+        {"source": ["test"], "symbol": [symbol], "ts": [ts], "payload": [{"h": float("inf")}], "reason": [reason],
+         "run_id": ["r1"]}
+    )  # fmt: skip
+
+
+def test_a_later_good_write_of_the_symbol_and_session_clears_its_quarantine(warehouse: WarehouseResource) -> None:
+    """Issue 13, item 8: quarantine was keyed by the range string, so healing with another window left it."""
+    bars = TABLES["market.bars_daily"]
+    frame = make_bars(["AAPL", "MSFT"], SESSIONS)
+    bad_day = frame[(frame.symbol == "AAPL") & (frame.session == date(2024, 3, 5))].index
+    result = warehouse.replace_partition(
+        bars, frame.drop(bad_day), sessions=(date(2024, 3, 4), date(2024, 3, 6)), symbols=["AAPL", "MSFT"],
+        quarantine=quarantine_rows("AAPL", "2024-03-05"), dataset="bars_daily", partition_key="2024-03-04..2024-03-06",
+    )  # fmt: skip
+    assert result.rows_quarantined == 1
+    # the schedule heals the one day with its own partition key
+    warehouse.replace_partition(
+        bars, make_bars(["AAPL"], ["2024-03-05"]), sessions=(date(2024, 3, 5), date(2024, 3, 5)), symbols=["AAPL"],
+        dataset="bars_daily", partition_key="2024-03-05",
+    )  # fmt: skip
+    assert warehouse.scalar("SELECT count(*) FROM market.quarantine") == 0
+    assert warehouse.scalar("SELECT count(*) FROM market.bars_daily") == 6
+
+
+def test_quarantine_of_other_symbols_and_sessions_survives_a_write(warehouse: WarehouseResource) -> None:
+    bars = TABLES["market.bars_daily"]
+    empty = make_bars(["AAPL"], SESSIONS).iloc[0:0]
+    for symbol, day in (("AAPL", "2024-03-04"), ("MSFT", "2024-03-05")):
+        warehouse.replace_partition(
+            bars, empty, sessions=(date(2024, 3, 4), date(2024, 3, 5)), symbols=[symbol],
+            quarantine=quarantine_rows(symbol, day), dataset="bars_daily", partition_key=f"{day}", only_delivered=True,
+        )  # fmt: skip
+    # a re-run that rejects MSFT 03-05 again replaces that record, and leaves AAPL's alone
+    warehouse.replace_partition(
+        bars, empty, sessions=(date(2024, 3, 4), date(2024, 3, 6)), symbols=["MSFT"],
+        quarantine=quarantine_rows("MSFT", "2024-03-05", "again"), dataset="bars_daily", partition_key="x",
+        only_delivered=True,
+    )  # fmt: skip
+    back = warehouse.read_frame("SELECT symbol, session, reason FROM market.quarantine ORDER BY symbol")
+    assert back["symbol"].tolist() == ["AAPL", "MSFT"]
+    assert back["reason"].tolist()[1] == "again"
+    assert [d.isoformat() for d in back["session"]] == ["2024-03-04", "2024-03-05"]
+
+
+def test_only_delivered_keeps_the_rows_of_a_symbol_the_source_returned_nothing_for(
+    warehouse: WarehouseResource,
+) -> None:
+    """Issue 13, item 1 at the writer: a re-run where MSFT came back empty must not delete MSFT's history."""
+    write(warehouse, make_bars(["AAPL", "MSFT"], SESSIONS), ["AAPL", "MSFT"])
+    partial = make_bars(["AAPL"], SESSIONS, price=200.0)
+    partial = partial[partial.session != date(2024, 3, 6)]  # and AAPL's last day did not come either
+    result = warehouse.replace_partition(
+        TABLES["market.bars_daily"], partial, sessions=(date(2024, 3, 4), date(2024, 3, 6)),
+        symbols=["AAPL", "MSFT"], only_delivered=True,
+    )  # fmt: skip
+    assert result.rows_deleted == 2 and result.rows_written == 2
+    back = stored(warehouse)
+    assert back[back.symbol == "MSFT"]["open"].tolist() == [100.0, 101.0, 102.0]
+    assert back[back.symbol == "AAPL"]["open"].tolist() == [200.0, 201.0, 102.0]
+
+
+def test_a_second_writer_of_the_partition_waits_then_fails_clearly(warehouse: WarehouseResource) -> None:
+    """Issue 13, item 7: two writers collided with a raw UniqueViolation; now the second waits, bounded."""
+    import time
+
+    from market_assets.errors import WriteConflictError
+
+    holder = psycopg.connect(warehouse.conninfo())
+    try:
+        month = 2024 * 12 + 2  # March 2024
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext('market.bars_daily'), %s)", (month,))
+        started = time.monotonic()
+        with pytest.raises(WriteConflictError, match=r"market.bars_daily 2024-03 \(backend pid \d+"):
+            warehouse.replace_partition(
+                TABLES["market.bars_daily"], make_bars(["AAPL"], SESSIONS),
+                sessions=(date(2024, 3, 4), date(2024, 3, 6)),
+                symbols=["AAPL"], lock_wait_seconds=0.5,
+            )  # fmt: skip
+        assert 0.5 <= time.monotonic() - started < 3
+        assert warehouse.scalar("SELECT count(*) FROM market.bars_daily") == 0
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_concurrent_writers_of_one_partition_serialise(warehouse: WarehouseResource) -> None:
+    """Writers racing on the same partition: every write succeeds, the table ends with one copy of the last."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def writer(n: int) -> int:
+        frame = make_bars(["AAPL", "MSFT"], SESSIONS, price=100.0 + n, run_id=f"w{n}")
+        return write(warehouse, frame, ["AAPL", "MSFT"]).rows_written
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(writer, range(16))) == [6] * 16
+    back = stored(warehouse)
+    assert len(back) == 6 and back["run_id"].nunique() == 1
