@@ -7,6 +7,7 @@ name of the variable rather than deep inside a run.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -96,9 +97,31 @@ def _parse_positive(raw: str, variable: str) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{variable}={raw!r} is not a number") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf": a NaN timeout disabled every comparison with it
+        raise SettingsError(f"{variable}={raw!r} must be a finite number")
     if value <= 0:
         raise SettingsError(f"{variable}={raw!r} must be positive")
     return value
+
+
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL
+UNIX_SOCKET_PATH_MAX = 107
+
+
+def embedded_redis_socket(data_home: Path) -> Path:
+    """The unix socket the embedded Redis listens on (embedded PostgreSQL falls back to a short runtime directory
+    by itself when its data directory is too deep; redis-server does not)."""
+    return data_home / "redis" / "redis.sock"
+
+
+def _check_socket_path(data_home: Path) -> None:
+    """A data home too deep for a unix socket used to fail with a traceback after Redis had started (issue 13)."""
+    size = len(os.fsencode(embedded_redis_socket(data_home)))
+    if size > UNIX_SOCKET_PATH_MAX:
+        raise SettingsError(
+            f"MARKET_DATA_HOME={str(data_home)!r} is too long for the embedded Redis's unix socket ({size} bytes, "
+            f"at most {UNIX_SOCKET_PATH_MAX}): choose a shorter directory or set REDIS_URL"
+        )
 
 
 # user:password@ and :password@ (Redis has no user) in any scheme's authority
@@ -206,8 +229,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     stream_url = get("ALPACA_STREAM_URL")
     if stream_url:
         stream_url = _parse_url(stream_url, "ALPACA_STREAM_URL", ("ws://", "wss://")).rstrip("/")
+    if (trading_url or data_url) and not key:
+        variable = "ALPACA_DATA_URL" if data_url else "ALPACA_TRADING_URL"
+        raise SettingsError(
+            f"{variable} is set but ALPACA_API_KEY and ALPACA_SECRET_KEY are not: an Alpaca-compatible server "
+            "needs keys (unset the URL to use the built-in simulator)"
+        )
 
     symbols_raw = get("MARKET_SYMBOLS")
+    if symbols_raw is None and "MARKET_SYMBOLS" in (os.environ if environ is None else environ):
+        # set but blank is a mistake (an unexpanded variable, a templating slip), never "the default universe"
+        raise SettingsError(
+            "MARKET_SYMBOLS is set but empty: give a comma-separated list such as AAPL,MSFT, or unset it"
+        )
     symbols = parse_symbols(symbols_raw) if symbols_raw else DEFAULT_SYMBOLS
 
     start_raw = get("MARKET_HISTORY_START")
@@ -221,6 +255,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     rate = _parse_positive(get("ALPACA_RATE_LIMIT_PER_MINUTE") or "180", "ALPACA_RATE_LIMIT_PER_MINUTE")
     timeout = _parse_positive(get("ALPACA_HTTP_TIMEOUT_SECONDS") or "30", "ALPACA_HTTP_TIMEOUT_SECONDS")
+    if not redis_url:
+        _check_socket_path(data_home)
 
     adjustment = (get("MARKET_PRICE_ADJUSTMENT") or "all").strip().lower()
     if adjustment not in PRICE_ADJUSTMENTS:

@@ -58,6 +58,13 @@ def test_values_are_parsed_and_normalised() -> None:
         ({"ALPACA_TRADING_URL": "nope"}, "ALPACA_TRADING_URL"),
         ({"ALPACA_RATE_LIMIT_PER_MINUTE": "-5"}, "ALPACA_RATE_LIMIT_PER_MINUTE"),
         ({"ALPACA_HTTP_TIMEOUT_SECONDS": "soon"}, "ALPACA_HTTP_TIMEOUT_SECONDS"),
+        # issue 13, item 10: each of these was accepted
+        ({"ALPACA_HTTP_TIMEOUT_SECONDS": "nan"}, "ALPACA_HTTP_TIMEOUT_SECONDS"),
+        ({"ALPACA_RATE_LIMIT_PER_MINUTE": "inf"}, "ALPACA_RATE_LIMIT_PER_MINUTE"),
+        ({"MARKET_SYMBOLS": ""}, "MARKET_SYMBOLS"),
+        ({"ALPACA_DATA_URL": "http://proxy:8080"}, "ALPACA_DATA_URL"),
+        ({"ALPACA_TRADING_URL": "http://proxy:8080"}, "ALPACA_TRADING_URL"),
+        ({"MARKET_DATA_HOME": "/tmp/" + "d" * 100}, "MARKET_DATA_HOME"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

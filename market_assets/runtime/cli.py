@@ -40,6 +40,7 @@ SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 EPHEMERAL_JOB = "__ephemeral_asset_job__"  # the name dagster.materialize() gives its job (public in the UI)
+MAX_INTRADAY_DAYS = 31  # a backfill run's size (BackfillPolicy max_partitions_per_run)
 QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -128,7 +129,7 @@ def _materialize(
         failures = [e for e in result.all_events if e.is_step_failure]
         if failures:
             data = failures[0].step_failure_data
-            outcome.error = data.error.message.strip() if data and data.error else "step failed"
+            outcome.error = root_cause(data.error) if data and data.error else "step failed"
         else:
             outcome.error = "run failed"
     return outcome
@@ -139,6 +140,15 @@ def _run_logging() -> dict[str, Any]:
     if load_log_format() == "json":
         return {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
     return QUIET_LOGGING
+
+
+def root_cause(error: Any) -> str:
+    """The innermost cause of a Dagster error, in one line: Dagster wraps what an op raised in "Error occurred
+    while executing op ..." and the CLI used to print only that wrapper (issue 13, item 7)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = [line for line in (error.message or "").strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else error.cls_name or "error"
 
 
 def _report_step(outcome: StepOutcome) -> None:
@@ -167,17 +177,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = load_settings()
     load_option_settings()  # a bad RISK_FREE_RATE / DIVIDEND_YIELDS fails here, not mid-run
-    universe = parse_symbols(args.symbols, "--symbols") if args.symbols else settings.symbols
+    # an explicit --symbols '' is a mistake, never "the default universe"
+    universe = parse_symbols(args.symbols, "--symbols") if args.symbols is not None else settings.symbols
     default_start, default_end = default_window(settings)
-    start = parse_date(args.start, "--start") if args.start else default_start
-    end = parse_date(args.end, "--end") if args.end else default_end
+    start = parse_date(args.start, "--start") if args.start is not None else default_start
+    end = parse_date(args.end, "--end") if args.end is not None else default_end
     if start > end:
         raise SettingsError(f"--start {start} is after --end {end}")
     if start < date(2015, 1, 2):
         raise SettingsError(f"--start {start} is before 2015-01-02, the first partition")
+    if end > default_end:
+        raise SettingsError(
+            f"--end {end} is after the last completed NYSE session ({default_end}): there are no bars to fetch yet"
+        )
+    if not 0 <= args.intraday_days <= MAX_INTRADAY_DAYS:
+        raise SettingsError(f"--intraday-days {args.intraday_days} is outside [0, {MAX_INTRADAY_DAYS}]")
 
     from market_assets.domain.sessions import sessions_between
     from market_assets.runtime.services import export_environment, resolve_endpoints
+
+    if not sessions_between(start, end):
+        raise SettingsError(f"--start {start} .. --end {end} contains no NYSE session: nothing to ingest")
 
     _print("market-data run")
     for key, value in settings.describe().items():

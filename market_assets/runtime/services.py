@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from market_assets.config import Settings, redact
-from market_assets.errors import UnreachableError
+from market_assets.errors import SettingsError, UnreachableError
 from market_assets.runtime.embedded import (
     DAGSTER_DB,
     WAREHOUSE_DB,
@@ -46,9 +46,32 @@ def _with_driver(url: str, driver: str) -> str:
     return f"postgresql+{driver}://{rest}"
 
 
+def check_warehouse_database(database_url: str) -> None:
+    """The warehouse database must exist before anything is created next to it.
+
+    A typo in DATABASE_URL's database name used to create ``<typo>_dagster`` on the server first and fail later
+    (issue 13, item 10); it is a configuration error (exit 2), reported before any side effect.
+    """
+    try:
+        with psycopg.connect(to_conninfo(database_url), connect_timeout=10):
+            pass
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        database = urlsplit(database_url).path.lstrip("/") or "postgres"
+        if "does not exist" in text and f'"{database}"' in text:
+            raise SettingsError(
+                f"DATABASE_URL ({redact(database_url)}) names database {database!r}, which does not exist on that "
+                "server: create it (CREATE DATABASE) or fix the name"
+            ) from exc
+        raise UnreachableError(
+            f"cannot reach the PostgreSQL server of DATABASE_URL ({redact(database_url)}): {redact(text)}"
+        ) from exc
+
+
 def resolve_endpoints(settings: Settings) -> Endpoints:
     if settings.database_url:
         database_url = settings.database_url
+        check_warehouse_database(database_url)
         storage_url = os.environ.get("DAGSTER_POSTGRES_URL")
         if not storage_url:
             warehouse_db = urlsplit(database_url).path.lstrip("/") or "postgres"

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -116,3 +117,41 @@ def test_unreachable_database_is_reported(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "127.0.0.1" in (done.stderr + done.stdout) and "Traceback" not in done.stderr
+
+
+CLEARED = {name: "" for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_DATA_URL", "ALPACA_TRADING_URL")}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["run", "--symbols", ""], {}, "--symbols"),
+        (["run"], {"MARKET_SYMBOLS": ""}, "MARKET_SYMBOLS"),
+        (["run", "--start", "2030-01-02", "--end", "2030-01-31"], {}, "--end"),
+        (["run", "--start", "2026-10-03", "--end", "2026-10-04"], {}, "no NYSE session"),  # a weekend
+        (["run", "--intraday-days", "-3"], {}, "--intraday-days"),
+        (["run"], {"ALPACA_HTTP_TIMEOUT_SECONDS": "nan"}, "ALPACA_HTTP_TIMEOUT_SECONDS"),
+        (["run"], {"ALPACA_DATA_URL": "http://127.0.0.1:9"}, "ALPACA_DATA_URL"),
+        (["run"], {"MARKET_DATA_HOME": "/tmp/" + "d" * 100}, "MARKET_DATA_HOME"),
+    ],
+)
+def test_bad_input_exits_2_naming_it_before_anything_is_created(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    """Issue 13, item 10: each of these was accepted (or failed late, exit 1, or with a traceback)."""
+    home = tmp_path / "home"
+    done = cli(args, {**CLEARED, "MARKET_DATA_HOME": str(home), "REDIS_URL": "", **env})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert not home.exists() and not Path(env.get("MARKET_DATA_HOME", home)).exists()  # nothing created
+
+
+def test_a_database_url_naming_a_missing_database_creates_nothing(database_url: str, tmp_path: Path) -> None:
+    parts = urlsplit(database_url)
+    missing = urlunsplit((parts.scheme, parts.netloc, "/no_such_db_i13", parts.query, ""))
+    done = cli(["run", "--symbols", "AAPL"], {**CLEARED, "DATABASE_URL": missing, "MARKET_DATA_HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "DATABASE_URL" in done.stderr and "no_such_db_i13" in done.stderr
+    with psycopg.connect(to_conninfo(database_url)) as conn:
+        created = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'no_such_db_i13%'").fetchone()[0]
+    assert created == 0
