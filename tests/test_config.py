@@ -118,6 +118,8 @@ def test_describe_hides_every_password_it_could_print() -> None:
             "DATABASE_URL": "postgresql://u@db/market?password=pg-secret",
             "REDIS_URL": "redis://:redis-secret@cache:6379",
             "ALPACA_DATA_URL": "https://user:proxy-secret@proxy.example",
+            "ALPACA_API_KEY": "KEY",
+            "ALPACA_SECRET_KEY": "SECRET",
         }
     )
     shown = str(settings.describe())
