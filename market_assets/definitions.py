@@ -24,6 +24,7 @@ from market_assets.config import Settings, load_settings
 from market_assets.defs import bars, corporate_actions, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.freshness import freshness_checks, freshness_job, freshness_schedule
+from market_assets.defs.housekeeping import dead_cli_runs_sensor
 from market_assets.defs.intraday import intraday_refresh_job, intraday_refresh_sensor
 from market_assets.defs.jobs import CLI_JOBS
 from market_assets.defs.resources import MarketClockResource, OptionParameters
@@ -95,7 +96,7 @@ defs = Definitions(
     assets=load_assets_from_modules([bars, cache_assets, corporate_actions, options, technicals]),
     asset_checks=freshness_checks,
     jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job, freshness_job, *CLI_JOBS],
-    sensors=[intraday_refresh_sensor, automation_sensor],
+    sensors=[intraday_refresh_sensor, automation_sensor, dead_cli_runs_sensor],
     schedules=[after_close_schedule, freshness_schedule],
     resources=build_resources(),
     loggers=market_loggers(),  # MARKET_LOG_FORMAT=json: one JSON object per line from every run

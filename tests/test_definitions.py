@@ -25,8 +25,11 @@ def test_definitions_load_with_schedule_job_and_checks() -> None:
     assert (AssetKey("technical_indicators"), "rsi_in_range") in checks
     assert (AssetKey("option_greeks"), "iv_plausible") in checks
     assert (AssetKey("market_cache"), "cache_complete") in checks
-    spec = next(s for a in defs.assets for s in getattr(a, "check_specs", []) if s.name == "no_missing_sessions")
-    assert spec.blocking
+    specs = {(s.asset_key.to_user_string(), s.name): s for a in defs.assets for s in getattr(a, "check_specs", [])}
+    # a stored row that breaks the contract stops everything downstream ...
+    assert specs[("daily_bars", "bars_contract")].blocking
+    # ... a symbol without data does not: it is named in a failed ERROR check and the others proceed (issue 13, 9)
+    assert not specs[("daily_bars", "no_missing_sessions")].blocking
 
 
 def test_daily_job_covers_every_daily_asset_and_the_sensor_is_registered() -> None:

@@ -29,6 +29,7 @@ from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.checks import no_missing_sessions_check, none_found_check, quarantine_rate_check
 from market_assets.defs.partition_report import report_partitions, run_totals
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
+from market_assets.defs.universe import run_universe
 from market_assets.domain.reconcile import Reconciliation, compare_minute_bars
 from market_assets.domain.sessions import NEW_YORK, session_of_daily_ts, session_of_minute_ts, sessions_between
 from market_assets.warehouse import tables
@@ -36,6 +37,7 @@ from market_assets.warehouse.queries.bars import (
     active_symbols,
     contract_violations,
     missing_daily_bars,
+    seed_universe,
     streamed_minute_bars,
 )
 from market_assets.warehouse.resource import WarehouseResource
@@ -46,24 +48,45 @@ BARS_SOURCE = "alpaca:/v2/stocks/bars"
 
 
 class SymbolsConfig(Config):
-    """The universe to seed; empty means MARKET_SYMBOLS (or the built-in default)."""
+    """The universe to set; empty means MARKET_SYMBOLS (or the built-in default).
+
+    `seed_only`: set it only if no symbol is active yet (a first run), else just register unknown symbols
+    inactive; how ``market-data run`` uses it, so a run never changes the universe the schedule ingests.
+    """
 
     symbols: list[str] = []
+    seed_only: bool = False
 
 
-@asset(group_name="ingestion", description="The symbol universe (market.symbols), seeded from configuration.")
+@asset(
+    group_name="ingestion",
+    description="The active symbol universe (market.symbols), set from configuration; every change is recorded in "
+    "market.audit_log.",
+)
 def symbols(context: AssetExecutionContext, config: SymbolsConfig, warehouse: WarehouseResource) -> MaterializeResult:
     universe = (
         parse_symbols(",".join(config.symbols), "symbols (run config)") if config.symbols else load_settings().symbols
     )
-    change = warehouse.set_universe(list(universe), run_id=context.run.run_id)  # audited in the same transaction
-    context.log.info(
-        "universe: %d symbols (added %s, deactivated %s)",
-        len(universe),
-        ", ".join(change["added"]) or "none",
-        ", ".join(change["deactivated"]) or "none",
+    if config.seed_only:
+        seeded = seed_universe(warehouse, list(universe), run_id=context.run.run_id)
+        context.log.info("universe: %s", "seeded" if seeded else "left as it is (only `universe set` changes it)")
+        change = {"added": list(universe) if seeded else [], "deactivated": []}
+    else:
+        change = warehouse.set_universe(list(universe), run_id=context.run.run_id)  # audited in the same transaction
+        context.log.info(
+            "universe: %d symbols (added %s, deactivated %s)",
+            len(universe),
+            ", ".join(change["added"]) or "none",
+            ", ".join(change["deactivated"]) or "none",
+        )
+    return MaterializeResult(
+        metadata={
+            "symbols": MetadataValue.int(len(universe)),
+            "universe": ", ".join(universe),
+            "added": ", ".join(change["added"]) or "none",
+            "deactivated": ", ".join(change["deactivated"]) or "none",
+        }
     )
-    return MaterializeResult(metadata={"symbols": MetadataValue.int(len(universe)), "universe": ", ".join(universe)})
 
 
 @dataclass(frozen=True)
@@ -157,6 +180,8 @@ def ingest_bars(
             quarantine=quarantine,
             dataset=dataset,
             partition_key=partition_key,
+            # a symbol the source returned nothing for keeps its history (issue 13, item 1)
+            only_delivered=True,
         )
     except Exception as exc:
         log("failed", error=str(exc)[:2000])
@@ -165,6 +190,13 @@ def ingest_bars(
     if len(rejected):
         context.log.warning("%d %s row(s) quarantined, e.g. %s", len(rejected), dataset, rejected["reason"].iloc[0])
     return IngestResult(result.rows_written, result.rows_quarantined, len(typed), kept, rejected)
+
+
+def undelivered_sessions(kept: pd.DataFrame, universe: list[str], sessions: list[date]) -> pd.DataFrame:
+    """(symbol, session) pairs of the run's universe that the source did not deliver a valid bar for."""
+    expected = pd.MultiIndex.from_product([sorted(universe), sessions], names=["symbol", "session"])
+    delivered = pd.MultiIndex.from_frame(kept[["symbol", "session"]]) if len(kept) else expected[:0]
+    return expected.difference(delivered).to_frame(index=False).sort_values(["session", "symbol"])
 
 
 def bar_metadata(result: IngestResult, universe: list[str], first: date, last: date, elapsed: float) -> dict[str, Any]:
@@ -246,8 +278,11 @@ def _bar_checks(
         AssetCheckSpec(
             "no_missing_sessions",
             asset="daily_bars",
-            blocking=True,
-            description="Every NYSE session in the partition has a daily bar for every active symbol.",
+            # not blocking: one symbol without data must not stop technicals, options and cache for the others
+            # (issue 13, item 9); the failed check names it and the CLI exits non-zero
+            blocking=False,
+            description="The source delivered a valid daily bar for every symbol of the run on every NYSE session "
+            "of the partition; a symbol that did not keeps its previous rows and is named here.",
         ),
         AssetCheckSpec(
             "quarantine_rate",
@@ -264,12 +299,20 @@ def daily_bars(
 ) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     table = tables.BARS_DAILY
     result = ingest_bars(context, alpaca, warehouse, table=table, timeframe="1Day", universe=universe)
-    missing = missing_daily_bars(warehouse, universe, sessions_between(first, last))
+    sessions = sessions_between(first, last)
+    undelivered = undelivered_sessions(result.kept, universe, sessions)
+    still_missing = missing_daily_bars(warehouse, universe, sessions)
     checks = _bar_checks(warehouse, table, result, universe, first, last)
-    checks.insert(1, no_missing_sessions_check(missing))
+    checks.insert(1, no_missing_sessions_check(undelivered, still_missing=len(still_missing)))
+    if len(undelivered):
+        context.log.error(
+            "no valid daily bar delivered for %s (%d symbol-sessions; previous rows kept)",
+            ", ".join(sorted(undelivered["symbol"].unique())),
+            len(undelivered),
+        )
     metadata = bar_metadata(result, universe, first, last, time.perf_counter() - t0)
     return MaterializeResult(
         metadata=report(context, warehouse, table, result, metadata, (first, last)), check_results=checks
@@ -320,7 +363,7 @@ def intraday_bars(
 ) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     table = tables.BARS_MINUTE
     streamed = streamed_minute_bars(warehouse, universe, first, last)  # the replace below erases them
     result = ingest_bars(context, alpaca, warehouse, table=table, timeframe="1Min", universe=universe)

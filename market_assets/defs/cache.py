@@ -26,7 +26,8 @@ from dagster import (
 from market_assets.cache.reader import load_chains, load_flows, load_market_data
 from market_assets.cache.resource import CacheResource, WarmReport
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
-from market_assets.warehouse.queries.bars import active_symbols, latest_daily_session
+from market_assets.defs.universe import run_universe
+from market_assets.warehouse.queries.bars import latest_daily_session
 from market_assets.warehouse.resource import WarehouseResource
 
 # what the cache reads: bars (prices), indicators_daily, option_chain + option_greeks, options_flow_daily
@@ -109,7 +110,7 @@ def market_cache(
             metadata={"skipped": note},
             check_results=[AssetCheckResult(check_name="cache_complete", passed=True, metadata={"note": note})],
         )
-    symbols = active_symbols(warehouse)
+    symbols = run_universe(context, warehouse)
     report = warm_cache(cache, warehouse, symbols, generation=f"{last}:{context.run.run_id[:8]}")
     if not report.ok:
         context.log.warning(

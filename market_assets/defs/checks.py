@@ -33,15 +33,25 @@ def none_found_check(
     return AssetCheckResult(check_name=check_name, passed=found == 0, severity=severity, metadata={label: found})
 
 
-def no_missing_sessions_check(missing: pd.DataFrame) -> AssetCheckResult:
-    """Passes when no (symbol, session) of the window lacks its bar; shows the first 20 gaps."""
+def no_missing_sessions_check(missing: pd.DataFrame, still_missing: int | None = None) -> AssetCheckResult:
+    """Passes when no (symbol, session) of the window lacks its bar; names the symbols and shows the first 20 gaps.
+
+    `still_missing`: how many of the window's pairs have no stored bar at all (the rest kept a previous one).
+    """
+    symbols = sorted(missing["symbol"].unique()) if len(missing) else []
+    metadata: dict[str, object] = {
+        "missing": MetadataValue.int(len(missing)),
+        "symbols": ", ".join(symbols) or "none",
+        "examples": MetadataValue.md(missing.head(20).to_markdown(index=False) if len(missing) else "none"),
+    }
+    if still_missing is not None:
+        metadata["kept_previous_rows"] = MetadataValue.int(max(len(missing) - still_missing, 0))
     return AssetCheckResult(
         check_name="no_missing_sessions",
         passed=missing.empty,
-        metadata={
-            "missing": MetadataValue.int(len(missing)),
-            "examples": MetadataValue.md(missing.head(20).to_markdown(index=False) if len(missing) else "none"),
-        },
+        severity=AssetCheckSeverity.ERROR,
+        description=f"no valid bar delivered for {', '.join(symbols)}" if symbols else None,
+        metadata=metadata,
     )
 
 

@@ -33,10 +33,11 @@ from market_assets.analytics.technicals.frame import LOOKBACK_SESSIONS, compute_
 from market_assets.analytics.technicals.rows import indicator_rows, levels_for_sessions, pattern_rows, pivot_rows
 from market_assets.contracts.corporate_actions import coerce_actions, quarantine_rows, split_actions
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
+from market_assets.defs.universe import run_universe
 from market_assets.domain.sessions import session_before, sessions_between
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries import corporate_actions as queries
-from market_assets.warehouse.queries.bars import active_symbols, daily_bars
+from market_assets.warehouse.queries.bars import daily_bars
 from market_assets.warehouse.queries.technicals import intraday_vwap
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -111,7 +112,7 @@ def corporate_actions(
 ) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     start, end = request_window(first, last)
     raw = fetch_corporate_actions(alpaca, universe, start, end)
     split = split_actions(coerce_actions(raw))
@@ -186,7 +187,7 @@ def recompute_history(warehouse: WarehouseResource, symbols: list[str], run_id: 
 )
 def adjusted_history(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     t0 = time.perf_counter()
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     stale = queries.stale_symbols(warehouse, universe)
     metadata: dict[str, Any] = {"recomputed_symbols": MetadataValue.json(stale)}
     if stale:

@@ -55,10 +55,10 @@ from market_assets.cache.reader import load_market_data
 from market_assets.cache.resource import CacheResource
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.resources import MarketClockResource
+from market_assets.defs.universe import run_universe
 from market_assets.domain.intraday_windows import IntradayWindow, fetch_start, plan_window
 from market_assets.domain.sessions import session_of_minute_ts
 from market_assets.warehouse import tables
-from market_assets.warehouse.queries.bars import active_symbols
 from market_assets.warehouse.resource import WarehouseResource, copy_frame
 
 TRAILING_MINUTES = 15  # Alpaca revises a bar ~30 s after publishing; 15 minutes also covers slow ticks
@@ -125,7 +125,7 @@ def refresh_minute_bars(
         "started_at": datetime.now(UTC),
     }
     try:
-        universe = active_symbols(warehouse)
+        universe = run_universe(context, warehouse)
         info["symbols"] = len(universe)
         # end is inclusive for the API: stop just before the first incomplete minute
         last = (end - pd.Timedelta(seconds=1)).to_pydatetime()
@@ -164,7 +164,7 @@ def compute_intraday_indicators(
     context: OpExecutionContext, info: dict[str, Any], warehouse: WarehouseResource
 ) -> dict[str, Any]:
     try:
-        universe = active_symbols(warehouse)
+        universe = run_universe(context, warehouse)
         bars = warehouse.read_bars(tables.BARS_MINUTE.name, universe, info["session"], info["session"])
         frame = intraday_indicator_frame(bars)
         # only rows whose inputs may have changed: everything before fetch_start was final already
@@ -184,7 +184,7 @@ def compute_intraday_indicators(
 def warm_intraday_cache(
     context: OpExecutionContext, info: dict[str, Any], cache: CacheResource, warehouse: WarehouseResource
 ) -> None:
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     report = cache.write_market(load_market_data(warehouse, universe))
     if not report.ok:
         context.log.warning(

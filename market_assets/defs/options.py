@@ -67,11 +67,11 @@ from market_assets.defs.checks import none_found_check, quarantine_rate_check, s
 from market_assets.defs.partition_report import report_partitions
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
 from market_assets.defs.resources import OptionParameters
+from market_assets.defs.universe import run_universe
 from market_assets.domain.sessions import last_completed_session, sessions_between
 from market_assets.reporting.charts import smile_chart
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries import options as queries
-from market_assets.warehouse.queries.bars import active_symbols
 from market_assets.warehouse.queries.corporate_actions import cash_dividends
 from market_assets.warehouse.resource import WarehouseResource, WriteResult, conform
 
@@ -110,7 +110,7 @@ class Window:
 def window_of(context: AssetExecutionContext, warehouse: WarehouseResource) -> Window:
     first, last = partition_dates(context)
     key = f"{first}..{last}" if first != last else str(first)
-    return Window(first, last, sessions_between(first, last), active_symbols(warehouse), key)
+    return Window(first, last, sessions_between(first, last), run_universe(context, warehouse), key)
 
 
 def require_history(alpaca: AlpacaResource, sessions: list[date], now: datetime | None = None) -> None:

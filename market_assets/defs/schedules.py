@@ -8,6 +8,7 @@ with a reason visible in the UI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pandas as pd
@@ -23,7 +24,10 @@ from dagster import (
 
 from market_assets.defs.freshness import freshness_checks
 from market_assets.defs.partitions import daily_partitions
+from market_assets.defs.universe import universe_tags
 from market_assets.domain.sessions import NEW_YORK, after_close_due
+from market_assets.warehouse.queries.bars import active_symbols
+from market_assets.warehouse.resource import WarehouseResource
 
 AFTER_CLOSE = timedelta(minutes=30)
 
@@ -37,12 +41,17 @@ daily_market_job = define_asset_job(
 )
 
 
-def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
-    """The decision of the after-close schedule at one tick (the calendar part is `after_close_due`)."""
+def evaluate_after_close(scheduled: pd.Timestamp, universe: Sequence[str] | None = None) -> RunRequest | SkipReason:
+    """The decision of the after-close schedule at one tick (the calendar part is `after_close_due`).
+
+    `universe`, resolved at the tick, travels with the run as a tag: its steps never re-read market.symbols,
+    so a universe change (or a CLI run) while it runs cannot change what it ingests.
+    """
     day = after_close_due(scheduled, AFTER_CLOSE)
     if isinstance(day, str):
         return SkipReason(day)
-    return RunRequest(run_key=f"daily-{day}", partition_key=day.isoformat(), tags={"market/session": str(day)})
+    tags = {"market/session": str(day), **(universe_tags(universe) if universe else {})}
+    return RunRequest(run_key=f"daily-{day}", partition_key=day.isoformat(), tags=tags)
 
 
 @schedule(
@@ -53,5 +62,8 @@ def evaluate_after_close(scheduled: pd.Timestamp) -> RunRequest | SkipReason:
     default_status=DefaultScheduleStatus.RUNNING,
     description="After each NYSE close (13:30 on half days, 16:30 otherwise): the session's partition.",
 )
-def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-    return evaluate_after_close(pd.Timestamp(context.scheduled_execution_time))
+def after_close_schedule(context: ScheduleEvaluationContext, warehouse: WarehouseResource) -> RunRequest | SkipReason:
+    scheduled = pd.Timestamp(context.scheduled_execution_time)
+    if isinstance(after_close_due(scheduled, AFTER_CLOSE), str):
+        return evaluate_after_close(scheduled)  # a skip: no need to ask the warehouse
+    return evaluate_after_close(scheduled, active_symbols(warehouse))

@@ -50,11 +50,12 @@ from market_assets.analytics.technicals.rows import (
 from market_assets.defs.checks import none_found_check
 from market_assets.defs.partition_report import report_partitions, run_totals
 from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
+from market_assets.defs.universe import run_universe
 from market_assets.domain.sessions import session_before, sessions_between
 from market_assets.reporting import technicals as report
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries import technicals as queries
-from market_assets.warehouse.queries.bars import active_symbols, daily_bars, symbols_with_daily_bars_before
+from market_assets.warehouse.queries.bars import daily_bars, symbols_with_daily_bars_before
 from market_assets.warehouse.resource import WarehouseResource
 
 GROUP = "technicals"
@@ -201,7 +202,7 @@ def _finish(
 def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     bars, anchors, full, start = read_indicator_inputs(warehouse, universe, first, last)
     technicals = compute_daily_technicals(bars, anchors if not anchors.empty else None)
     vwap = queries.intraday_vwap(warehouse, universe, first, last)
@@ -248,7 +249,7 @@ def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseRes
 def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     start = history_start(first, LOOKBACK_SESSIONS)
     bars = daily_bars(warehouse, universe, start, last)
     found, recent = pattern_rows(bars, first, last, since=history_start(last, report.CHART_SESSIONS))
@@ -292,7 +293,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
 def support_resistance_levels(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     bars = daily_bars(warehouse, universe, history_start(first, LOOKBACK_SESSIONS), last)
     sessions = sessions_between(first, last)
     levels = levels_for_sessions(bars, sessions, LOOKBACK_SESSIONS)
@@ -339,7 +340,7 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
 def pivot_levels(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     t0 = time.perf_counter()
     first, last = partition_dates(context)
-    universe = active_symbols(warehouse)
+    universe = run_universe(context, warehouse)
     bars = daily_bars(warehouse, universe, history_start(first, 1), last)
     pivots = pivot_rows(bars, first, last)
     pivots["run_id"] = context.run.run_id

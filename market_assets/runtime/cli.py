@@ -53,6 +53,7 @@ class StepOutcome:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (asset.check, passed, severity)
     error: str | None = None
     skipped: str | None = None  # why the step did not run (not a failure)
+    notes: list[str] = field(default_factory=list)  # what a failed check says (e.g. the symbols without data)
 
 
 def options_skip_reason(last: date, serves_history: bool, now: datetime | None = None) -> str | None:
@@ -100,11 +101,14 @@ def _materialize(
     instance: Any,
     run_config: dict[str, Any] | None = None,
     partition_range: tuple[date, date] | None = None,
+    universe: Sequence[str] = (),
 ) -> StepOutcome:
     """Run the named job (see `runtime.launch`: a run the UI lists under its job and can re-execute)."""
+    from market_assets.defs.universe import universe_tags
     from market_assets.runtime.launch import launch_job
+    from market_assets.runtime.liveness import SOURCE_TAG, cli_run_tags
 
-    tags: dict[str, str] = {"market/source": "cli"}
+    tags: dict[str, str] = {SOURCE_TAG: "cli", **cli_run_tags(), **(universe_tags(universe) if universe else {})}
     if partition_range:
         tags[PARTITION_RANGE_START_TAG] = partition_range[0].isoformat()
         tags[PARTITION_RANGE_END_TAG] = partition_range[1].isoformat()
@@ -125,6 +129,8 @@ def _materialize(
                 evaluation.severity.value,
             )
         )
+        if not evaluation.passed and evaluation.description:
+            outcome.notes.append(f"{evaluation.check_name}: {evaluation.description}")
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         if failures:
@@ -157,6 +163,8 @@ def _report_step(outcome: StepOutcome) -> None:
     failed = [c for c in outcome.checks if not c[1]]
     for check, _, severity in failed:
         _print(f"      check failed ({severity}): {check}")
+    for note in dict.fromkeys(outcome.notes):
+        _print(f"        {note}")
     if outcome.error:
         _print(f"      error: {redact(outcome.error.splitlines()[0])[:500]}")
 
@@ -213,7 +221,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
+    from market_assets.runtime.liveness import fail_dead_cli_runs
+
     instance = DagsterInstance.get()
+    for run_id in fail_dead_cli_runs(instance):
+        _print(f"  {'recovered':<14} run {run_id} of a market-data process that died: marked failed")
     sessions = sessions_between(start, end)
     intraday = sessions[-args.intraday_days :] if args.intraday_days > 0 and sessions else []
 
@@ -232,8 +244,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # before the last session first (minute bars before the technicals that read them), then the last session
     # through the schedule's own job (bars, minute bars, technicals, options, cache).
     plan: list[tuple[str, str, tuple[date, date] | None, dict[str, Any] | None]] = [
+        # seeds an empty universe (a first run); never changes an existing one: `market-data universe set` does
         ("symbols: seed the universe", "symbols_job", None,
-         {"ops": {"symbols": {"config": {"symbols": list(universe)}}}}),
+         {"ops": {"symbols": {"config": {"symbols": list(universe), "seed_only": True}}}}),
     ]  # fmt: skip
     if before:
         # the whole window in one range run (daily_market_job re-fetches the last session's bars, idempotently)
@@ -260,7 +273,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             steps.append(StepOutcome(label, True, 0.0, skipped=skips[label]))
             _print(f"      skipped: {skips[label]}")
             continue
-        steps.append(_materialize(label, job_name, instance=instance, run_config=run_config, partition_range=window))
+        steps.append(
+            _materialize(
+                label, job_name, instance=instance, run_config=run_config, partition_range=window, universe=universe
+            )
+        )
         _report_step(steps[-1])
         if not steps[-1].success:
             skipped = len(plan) - number
@@ -377,6 +394,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     export_environment(settings, resolve_endpoints(settings))
     _print(f"market-data status ({'SIMULATED data: offline simulator' if settings.uses_simulator else 'Alpaca'})")
     print_status(WarehouseResource(database_url=os.environ["DATABASE_URL"]), DagsterInstance.get(), _print)
+    return 0
+
+
+def cmd_universe(args: argparse.Namespace) -> int:
+    """Show or change the active universe (what the schedule ingests): its own command, audited in
+    market.audit_log, never a side effect of `run --symbols`."""
+    from market_assets.runtime.services import export_environment, resolve_endpoints
+    from market_assets.warehouse.queries.bars import active_symbols
+    from market_assets.warehouse.resource import WarehouseResource
+
+    settings = load_settings()
+    wanted = parse_symbols(args.symbols or "", "universe set") if args.action == "set" else ()
+    export_environment(settings, resolve_endpoints(settings))
+    warehouse = WarehouseResource(database_url=os.environ["DATABASE_URL"])
+    warehouse.migrate()
+    if args.action == "set":
+        change = warehouse.set_universe(list(wanted), actor="cli:universe set")
+        _print(
+            f"active universe: {', '.join(sorted(wanted))} (added {', '.join(change['added']) or 'none'}, "
+            f"deactivated {', '.join(change['deactivated']) or 'none'})"
+        )
+    else:
+        _print(", ".join(active_symbols(warehouse)) or "(no active symbol)")
     return 0
 
 
@@ -574,13 +614,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market-data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole asset graph for a universe and window")
-    run.add_argument("--symbols", help="comma-separated universe (default: MARKET_SYMBOLS or the built-in 20)")
+    run.add_argument(
+        "--symbols",
+        help="comma-separated symbols of this run (default: MARKET_SYMBOLS or the built-in 20); the active universe "
+        "the schedule ingests is changed only by `market-data universe set`",
+    )
     run.add_argument("--start", help="first day, YYYY-MM-DD (default: MARKET_HISTORY_START, ~310 sessions ago)")
     run.add_argument("--end", help="last day, YYYY-MM-DD (default: the last completed NYSE session)")
     run.add_argument("--intraday-days", type=int, default=5, help="minute bars for the last N sessions (default 5)")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="per table: last session, rows, quarantined, last run; automation state")
     status.set_defaults(func=cmd_status)
+    universe = sub.add_parser("universe", help="show or set the active universe (what the schedule ingests)")
+    universe.add_argument("action", choices=["show", "set"])
+    universe.add_argument("symbols", nargs="?", help="for set: comma-separated symbols, e.g. AAPL,MSFT")
+    universe.set_defaults(func=cmd_universe)
     dev = sub.add_parser("dev", help="open the Dagster UI (and daemon) on the same storage and data")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)

@@ -3,11 +3,11 @@ honoured, 5xx/timeouts/drops are retried with backoff, auth failures are not ret
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime
 
 import pytest
-import requests
 
 from alpaca_sim.server import FaultConfig, SimulatorServer
 from market_assets.alpaca.http import (
@@ -104,26 +104,48 @@ def test_unreachable_server_gives_up_with_a_clear_error() -> None:
 
 
 def test_rate_limiter_spaces_requests_beyond_the_burst() -> None:
-    now = [0.0]
-    limiter = RateLimiter(per_minute=60, burst=3, clock=lambda: now[0])
-    assert [limiter.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
-    # the 4th token needs a second at 1 req/s; the limiter sleeps for real, so keep it short
-    fast = RateLimiter(per_minute=600, burst=1)
-    fast.acquire()
-    waited = fast.acquire()
-    assert 0.05 <= waited <= 0.2
+    # a burst of 3 goes out at once; after it, requests leave one per 1/rate seconds (600/min: 0.1 s apart)
+    limiter = RateLimiter(per_minute=600, burst=3)
+    stamps = []
+    for _ in range(7):
+        limiter.acquire()
+        stamps.append(time.monotonic())
+    burst = stamps[2] - stamps[0]
+    gaps = [b - a for a, b in itertools.pairwise(stamps[3:])]
+    assert burst < 0.02, burst
+    assert all(0.08 <= g <= 0.2 for g in gaps), gaps
+    assert stamps[-1] - stamps[0] >= 0.38  # 4 requests beyond the burst at 0.1 s each (the first partly refilled)
 
 
 def test_a_429_pause_holds_every_caller() -> None:
+    """Every thread sharing the limiter waits out a 429's reset, not only the one that saw it."""
+    import threading
+
     limiter = RateLimiter(per_minute=100_000)
+    waited: list[float] = []
     limiter.pause_until(time.monotonic() + 0.3)
-    assert limiter.acquire() >= 0.25
+    threads = [threading.Thread(target=lambda: waited.append(limiter.acquire())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=5)
+    assert len(waited) == 3 and min(waited) >= 0.25, waited
 
 
-def test_requests_session_is_what_alpaca_py_uses(sim: SimulatorServer) -> None:
-    """The resource swaps alpaca-py's session: its own fixed 3 s retry must be off."""
+def test_alpaca_py_calls_go_through_our_session(sim: SimulatorServer) -> None:
+    """Behaviour, not attributes: alpaca-py's own fixed 3 s retry would take >= 3 s per 5xx and only on 429/504;
+    through our session every page request is retried with our fast backoff and counted in our stats."""
+    from alpaca.data.requests import StockBarsRequest
+    from alpaca.data.timeframe import TimeFrame
+
     from tests.fixtures.pipeline import alpaca_for
 
-    client = alpaca_for(sim).stock_client()
-    assert isinstance(client._session, ResilientSession) and isinstance(client._session, requests.Session)
-    assert client._retry == 0
+    sim.faults = FaultConfig(seed=5, error_rate=0.5, error_statuses=(500, 503))
+    alpaca = alpaca_for(sim, max_attempts=12)
+    started = time.monotonic()
+    bars = alpaca.stock_client().get_stock_bars(
+        StockBarsRequest(symbol_or_symbols="AAPL", timeframe=TimeFrame.Day, start=datetime(2026, 6, 1, tzinfo=UTC))
+    )
+    assert len(bars["AAPL"]) == 21
+    assert alpaca.stats.retries > 0 and alpaca.stats.requests == sim.stats.snapshot()["total"]
+    assert time.monotonic() - started < 3.0

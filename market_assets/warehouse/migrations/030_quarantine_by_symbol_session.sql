@@ -6,3 +6,4 @@ ALTER TABLE market.quarantine ADD COLUMN IF NOT EXISTS session date;
 UPDATE market.quarantine SET session = (ts AT TIME ZONE 'America/New_York')::date
  WHERE session IS NULL AND ts IS NOT NULL;
 CREATE INDEX IF NOT EXISTS quarantine_symbol_session_idx ON market.quarantine (dataset, symbol, session);
+

@@ -35,6 +35,26 @@ def active_symbols(warehouse: WarehouseResource) -> list[str]:
     return frame["symbol"].tolist() if not frame.empty else []
 
 
+def seed_universe(warehouse: WarehouseResource, symbols: Sequence[str], run_id: str | None = None) -> bool:
+    """Set the active universe to `symbols` only if none is active (a first run); True if it did.
+
+    Otherwise nothing active changes (symbols not yet known are registered inactive): a run of other symbols never
+    changes what the schedule ingests; `market-data universe set` does (issue 13, item 2). One transaction under a
+    table lock, so two first runs cannot interleave their seeds.
+    """
+    wanted = sorted(dict.fromkeys(symbols))
+    with warehouse.transaction(), warehouse.connect() as conn:
+        conn.execute("LOCK TABLE market.symbols IN SHARE ROW EXCLUSIVE MODE")
+        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM market.symbols WHERE active)").fetchone()[0]:
+            warehouse.set_universe(wanted, run_id=run_id, actor="seed")
+            return True
+        conn.execute(
+            "INSERT INTO market.symbols (symbol, active) SELECT unnest(%s::text[]), false ON CONFLICT DO NOTHING",
+            (wanted,),
+        )
+        return False
+
+
 def daily_bars(
     warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date, adjustment: str | None = None
 ) -> pd.DataFrame:

@@ -1,0 +1,120 @@
+"""Concurrent and killed `market-data run` processes (issue 13, items 2 and 3), as a user would start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from market_assets.warehouse.resource import to_conninfo
+
+CLEARED = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_DATA_URL", "ALPACA_TRADING_URL", "DAGSTER_HOME",
+           "DAGSTER_POSTGRES_URL", "MARKET_SYMBOLS")  # fmt: skip
+
+
+def environment(database_url: str, redis_url: str, home: Path) -> dict[str, str]:
+    return {**os.environ, **dict.fromkeys(CLEARED, ""), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            "MARKET_DATA_HOME": str(home)}  # fmt: skip
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "market_assets.runtime.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def dagster_storage(database_url: str) -> str:
+    """The `<db>_dagster` database the CLI puts next to DATABASE_URL."""
+    parts = urlsplit(database_url)
+    return to_conninfo(urlunsplit((parts.scheme, parts.netloc, f"{parts.path}_dagster", parts.query, "")))
+
+
+def runs_tagged(database_url: str, key: str, value: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dagster_storage(database_url)) as conn:
+        return conn.execute(
+            "SELECT r.run_id, r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
+            " WHERE t.key = %s AND t.value = %s ORDER BY r.id",
+            (key, value),
+        ).fetchall()
+
+
+@pytest.mark.timeout(900)
+def test_concurrent_runs_with_different_universes_each_write_exactly_their_own(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Item 2: `run --symbols KO` and `run --symbols PEP` 0.3 s apart; the KO run used to write only PEP."""
+    env = environment(database_url, redis_url, tmp_path)
+    window = ["--start", "2026-10-26", "--end", "2026-10-30", "--intraday-days", "0"]
+    with psycopg.connect(to_conninfo(database_url)) as conn:
+        active_before = conn.execute("SELECT symbol FROM market.symbols WHERE active ORDER BY 1").fetchall()
+    ko = start(["run", "--symbols", "KO", *window], env)
+    time.sleep(0.3)
+    pep = start(["run", "--symbols", "PEP", *window], env)
+    outputs = [p.communicate(timeout=800)[0] for p in (ko, pep)]
+    assert ko.returncode == 0 and pep.returncode == 0, outputs
+    with psycopg.connect(to_conninfo(database_url)) as conn:
+        for symbol in ("KO", "PEP"):
+            run_ids = [r for r, _ in runs_tagged(database_url, "market/universe", symbol)]
+            assert run_ids, symbol
+            written = conn.execute(
+                "SELECT DISTINCT symbol FROM market.bars_daily WHERE run_id = ANY(%s)", (run_ids,)
+            ).fetchall()
+            assert written == [(symbol,)], (symbol, written)
+            sessions = conn.execute(
+                "SELECT count(*) FROM market.bars_daily WHERE symbol = %s AND session BETWEEN '2026-10-26' AND "
+                "'2026-10-30'",
+                (symbol,),
+            ).fetchone()[0]
+            assert sessions == 5
+        active_after = conn.execute("SELECT symbol FROM market.symbols WHERE active ORDER BY 1").fetchall()
+    if active_before:  # a run never changes an existing active universe (only `market-data universe set` does)
+        assert active_after == active_before
+
+
+@pytest.mark.timeout(900)
+def test_killed_runs_are_marked_failed_and_free_the_queue(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    """Item 3: kill -9 two runs mid-flight; they used to stay STARTED forever and hold both queue slots."""
+    env = environment(database_url, redis_url, tmp_path)
+    long_window = ["--start", "2026-01-02", "--end", "2026-10-30", "--intraday-days", "0"]
+    victims = [start(["run", "--symbols", s, *long_window], env) for s in ("JNJ", "WMT")]
+    started: dict[int, str] = {}
+    deadline = time.monotonic() + 600
+    while len(started) < 2 and time.monotonic() < deadline:
+        for proc in victims:
+            if proc.pid in started:
+                continue
+            runs = runs_tagged(database_url, "market/cli_pid", str(proc.pid))
+            # kill inside the long daily step (bars and technicals of ten months), not between steps
+            if len(runs) >= 2 and runs[-1][1] == "STARTED":
+                os.kill(proc.pid, signal.SIGKILL)
+                started[proc.pid] = runs[-1][0]
+        time.sleep(0.2)
+    for proc in victims:
+        proc.wait(timeout=30)
+    assert len(started) == 2, "the runs never reached the daily step"
+    for pid, run_id in started.items():
+        assert runs_tagged(database_url, "market/cli_pid", str(pid))[-1] == (run_id, "STARTED")  # stuck
+
+    t0 = time.monotonic()
+    survivor = start(["run", "--symbols", "AAPL", "--start", "2026-10-30", "--end", "2026-10-30",
+                      "--intraday-days", "0"], env)  # fmt: skip
+    out = survivor.communicate(timeout=600)[0]
+    assert survivor.returncode == 0, out
+    assert out.count("marked failed") == 2, out
+    for pid, run_id in started.items():
+        assert runs_tagged(database_url, "market/cli_pid", str(pid))[-1] == (run_id, "FAILURE")
+    with psycopg.connect(dagster_storage(database_url)) as conn:
+        in_progress = conn.execute("SELECT count(*) FROM runs WHERE status IN ('STARTED', 'STARTING')").fetchone()[0]
+    assert in_progress == 0  # both QueuedRunCoordinator slots (max_concurrent_runs: 2) are free again
+    print(f"recovered and completed in {time.monotonic() - t0:.1f}s")
