@@ -169,14 +169,16 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def _check_json(response: requests.Response, body: bytes) -> None:
-    """A JSON reply must parse: a truncated or garbled one is a transport fault, not data."""
-    if not body or "json" not in response.headers.get("Content-Type", "json"):
-        return
+def _parse_json(response: requests.Response, body: bytes) -> Any:
+    """A JSON reply must parse: a truncated or garbled one is a transport fault, not data.
+
+    Parsed once here with the standard library, which reads ``NaN`` and ``1e999`` (as nan and inf) so that such a
+    value reaches validation and costs its row, not the window; requests may use simplejson, which refuses NaN.
+    """
     try:
-        json.loads(body)
+        return json.loads(body)
     except ValueError as exc:
-        raise BodyError(f"invalid JSON ({exc.msg} at byte {exc.pos})") from exc
+        raise BodyError(f"invalid JSON ({getattr(exc, 'msg', exc)} at byte {getattr(exc, 'pos', '?')})") from exc
 
 
 def _describe(method: str, url: str) -> str:
@@ -237,10 +239,11 @@ class ResilientSession(requests.Session):
         kwargs = {**kwargs, "stream": True, "timeout": (self.connect_timeout, self.timeout)}
         response = super().request(method, url, *args, **kwargs)
         body = _read_body(response, deadline)
-        if response.status_code < 400:
-            _check_json(response, body)
-        response._content = body  # the body as read, so .text/.json() work as usual
+        response._content = body  # the body as read, so .text works as usual
         response._content_consumed = True
+        if response.status_code < 400 and body and "json" in response.headers.get("Content-Type", "json"):
+            parsed = _parse_json(response, body)
+            response.json = lambda **_: parsed  # type: ignore[method-assign]
         return response
 
     def request(self, method: str, url: str, *args, **kwargs) -> requests.Response:  # type: ignore[override]

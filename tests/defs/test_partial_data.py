@@ -105,4 +105,5 @@ def test_non_finite_values_from_the_wire_are_quarantined_one_row_each(
         "SELECT count(*) FROM market.bars_daily WHERE 'Infinity'::float8 IN (open, high, low, close) OR volume < 0"
     )
     assert stored == 0
-    assert list(failed_checks(result)) == ["daily_bars.no_missing_sessions"]  # one session each was not delivered
+    # one session each was not delivered (ERROR, naming them); 3 of 186 rows rejected is above the 1 % warning
+    assert sorted(failed_checks(result)) == ["daily_bars.no_missing_sessions", "daily_bars.quarantine_rate"]
