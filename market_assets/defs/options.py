@@ -137,7 +137,13 @@ def _replace(
     quarantine: pd.DataFrame | None = None,
     dataset: str | None = None,
 ) -> WriteResult:
-    """Replace the window's rows of the universe in an option table (keyed by ``underlying``)."""
+    """Replace the window's rows of the universe in an option table (keyed by ``underlying``).
+
+    Rejected snapshots are filed under the snapshot's session, not their (possibly days old) quote time, so the
+    next good snapshot of that underlying and session clears them (issue 13, item 8).
+    """
+    if quarantine is not None and window.first == window.last:
+        quarantine = quarantine.assign(session=window.last)
     return warehouse.replace_partition(
         table,
         conform(table, frame),

@@ -7,20 +7,30 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
-from market_assets.warehouse.resource import to_conninfo
+from market_assets.warehouse.resource import WarehouseResource, to_conninfo
+from tests.fixtures.databases import truncate_all
 
 CLEARED = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_DATA_URL", "ALPACA_TRADING_URL", "DAGSTER_HOME",
-           "DAGSTER_POSTGRES_URL", "MARKET_SYMBOLS")  # fmt: skip
+           "DAGSTER_POSTGRES_URL")  # fmt: skip
+
+
+@pytest.fixture
+def emptied_after(migrated_warehouse: WarehouseResource) -> Iterator[None]:
+    """These runs write real rows into the session's warehouse: leave it empty for the tests that count rows."""
+    yield
+    truncate_all(migrated_warehouse)
 
 
 def environment(database_url: str, redis_url: str, home: Path) -> dict[str, str]:
-    return {**os.environ, **dict.fromkeys(CLEARED, ""), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+    env = {k: v for k, v in os.environ.items() if k != "MARKET_SYMBOLS"}  # set-but-empty is refused (item 10)
+    return {**env, **dict.fromkeys(CLEARED, ""), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
             "MARKET_DATA_HOME": str(home)}  # fmt: skip
 
 
@@ -51,7 +61,7 @@ def runs_tagged(database_url: str, key: str, value: str) -> list[tuple[str, str]
 
 @pytest.mark.timeout(900)
 def test_concurrent_runs_with_different_universes_each_write_exactly_their_own(
-    database_url: str, redis_url: str, tmp_path: Path
+    database_url: str, redis_url: str, tmp_path: Path, emptied_after: None
 ) -> None:
     """Item 2: `run --symbols KO` and `run --symbols PEP` 0.3 s apart; the KO run used to write only PEP."""
     env = environment(database_url, redis_url, tmp_path)
@@ -83,7 +93,9 @@ def test_concurrent_runs_with_different_universes_each_write_exactly_their_own(
 
 
 @pytest.mark.timeout(900)
-def test_killed_runs_are_marked_failed_and_free_the_queue(database_url: str, redis_url: str, tmp_path: Path) -> None:
+def test_killed_runs_are_marked_failed_and_free_the_queue(
+    database_url: str, redis_url: str, tmp_path: Path, emptied_after: None
+) -> None:
     """Item 3: kill -9 two runs mid-flight; they used to stay STARTED forever and hold both queue slots."""
     env = environment(database_url, redis_url, tmp_path)
     long_window = ["--start", "2026-01-02", "--end", "2026-10-30", "--intraday-days", "0"]
