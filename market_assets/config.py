@@ -194,6 +194,18 @@ class Settings:
         }
 
 
+def require_alpaca_keys(settings: Settings) -> None:
+    """A URL override without keys cannot ingest anything: say so before a run starts (issue 13, item 10: it
+    used to exit 1 at run time). Not part of `load_settings`, where a data URL alone still resolves the stream
+    URL for tools that need no REST keys."""
+    if (settings.alpaca_data_url or settings.alpaca_trading_url) and not settings.alpaca_api_key:
+        variable = "ALPACA_DATA_URL" if settings.alpaca_data_url else "ALPACA_TRADING_URL"
+        raise SettingsError(
+            f"{variable} is set but ALPACA_API_KEY and ALPACA_SECRET_KEY are not: an Alpaca-compatible server "
+            "needs keys (unset the URL to use the built-in simulator)"
+        )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raise SettingsError naming the first bad variable."""
     get = _reader(environ)
@@ -229,13 +241,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     stream_url = get("ALPACA_STREAM_URL")
     if stream_url:
         stream_url = _parse_url(stream_url, "ALPACA_STREAM_URL", ("ws://", "wss://")).rstrip("/")
-    if (trading_url or data_url) and not key:
-        variable = "ALPACA_DATA_URL" if data_url else "ALPACA_TRADING_URL"
-        raise SettingsError(
-            f"{variable} is set but ALPACA_API_KEY and ALPACA_SECRET_KEY are not: an Alpaca-compatible server "
-            "needs keys (unset the URL to use the built-in simulator)"
-        )
-
     symbols_raw = get("MARKET_SYMBOLS")
     if symbols_raw is None and "MARKET_SYMBOLS" in (os.environ if environ is None else environ):
         # set but blank is a mistake (an unexpanded variable, a templating slip), never "the default universe"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from market_assets.config import DEFAULT_SYMBOLS, SettingsError, load_settings, redact
+from market_assets.config import DEFAULT_SYMBOLS, SettingsError, load_settings, redact, require_alpaca_keys
 
 
 def test_defaults_need_nothing() -> None:
@@ -62,8 +62,6 @@ def test_values_are_parsed_and_normalised() -> None:
         ({"ALPACA_HTTP_TIMEOUT_SECONDS": "nan"}, "ALPACA_HTTP_TIMEOUT_SECONDS"),
         ({"ALPACA_RATE_LIMIT_PER_MINUTE": "inf"}, "ALPACA_RATE_LIMIT_PER_MINUTE"),
         ({"MARKET_SYMBOLS": ""}, "MARKET_SYMBOLS"),
-        ({"ALPACA_DATA_URL": "http://proxy:8080"}, "ALPACA_DATA_URL"),
-        ({"ALPACA_TRADING_URL": "http://proxy:8080"}, "ALPACA_TRADING_URL"),
         ({"MARKET_DATA_HOME": "/tmp/" + "d" * 100}, "MARKET_DATA_HOME"),
     ],
 )
@@ -126,3 +124,12 @@ def test_describe_hides_every_password_it_could_print() -> None:
     for secret in ("pg-secret", "redis-secret", "proxy-secret"):
         assert secret not in shown
     assert "cache:6379" in shown and "proxy.example" in shown
+
+
+@pytest.mark.parametrize("variable", ["ALPACA_DATA_URL", "ALPACA_TRADING_URL"])
+def test_a_url_override_without_keys_is_refused_before_a_run(variable: str) -> None:
+    """Issue 13, item 10: it used to fail at run time with exit 1; `market-data run` checks it up front."""
+    settings = load_settings({variable: "http://proxy:8080"})
+    with pytest.raises(SettingsError, match=variable):
+        require_alpaca_keys(settings)
+    require_alpaca_keys(load_settings({variable: "http://proxy:8080", "ALPACA_API_KEY": "k", "ALPACA_SECRET_KEY": "s"}))

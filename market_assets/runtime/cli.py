@@ -27,6 +27,7 @@ from market_assets.config import (
     parse_date,
     parse_symbols,
     redact,
+    require_alpaca_keys,
 )
 from market_assets.errors import MarketDataError
 from market_assets.observability.logging import configure
@@ -184,6 +185,7 @@ def _table_counts(start: date, end: date) -> list[tuple[str, int, int | str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = load_settings()
+    require_alpaca_keys(settings)
     load_option_settings()  # a bad RISK_FREE_RATE / DIVIDEND_YIELDS fails here, not mid-run
     # an explicit --symbols '' is a mistake, never "the default universe"
     universe = parse_symbols(args.symbols, "--symbols") if args.symbols is not None else settings.symbols
