@@ -15,6 +15,7 @@ from alpaca_sim.server import SimulatorServer
 from market_assets.defs.bars import daily_bars
 from market_assets.defs.technicals import technical_indicators
 from market_assets.warehouse.resource import WarehouseResource
+from tests.fixtures.databases import truncate_all
 from tests.fixtures.pipeline import alpaca_for, run, seed_symbols
 from tests.fixtures.proxy import FaultProxy, ProxyFaults
 
@@ -26,6 +27,13 @@ WINDOW = ("2026-04-01", "2026-06-30")
 def sim():
     with SimulatorServer(clock=CLOCK, enable_ws=False) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def emptied_after(migrated_warehouse: WarehouseResource):
+    """Leave the session's warehouse empty: later tests (the CLI's `status`) count whole tables."""
+    yield
+    truncate_all(migrated_warehouse)
 
 
 def bars_by_symbol(warehouse: WarehouseResource) -> dict[str, tuple[int, float]]:
