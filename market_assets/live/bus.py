@@ -7,8 +7,13 @@ every event; ``MAXLEN ~`` bounds memory; and a reader that restarts can resume f
 a micro-batch of messages (msgpack, Alpaca's wire shapes, ``t`` as msgpack Timestamp), so the per-entry cost
 of Redis is paid once per batch, not once per quote.
 
-On a Redis Cluster the stream key is one slot: fine for one ingest connection (Alpaca allows one per
-account); partitioning by channel would be the next step if a single slot ever became the bottleneck.
+On a Redis Cluster (``REDIS_URL=redis+cluster://...``) both services use redis-py's asyncio cluster client
+(``connect``), and the bus keys carry the hash tag ``{live}`` (``md:v1:{live}:bus``), like the cache's per-symbol
+``{AAPL}``: every live key (the stream, the per-token connection leases of ``serve``) lands in one known slot, so
+a script or a transaction over several of them stays legal on a cluster. One slot is fine for one ingest
+connection (Alpaca allows one per account); partitioning by channel would be the next step if a single slot ever
+became the bottleneck. Streams rather than sharded pub/sub also on a cluster: the embedded Redis is 6.2, and a
+``serve`` that reconnects must not lose what was published meanwhile.
 """
 
 from __future__ import annotations
@@ -19,15 +24,34 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from market_assets.cache.resource import cluster_base_url
 
 # ~100k batches: minutes of history at full rate, a few tens of MB; a reader further behind than that
 # restarts from the latest entry rather than holding the whole day in memory
 DEFAULT_MAXLEN = 100_000
 
 
+LIVE_TAG = "{live}"  # the Cluster hash tag of every live key
+
+
 def bus_key(prefix: str) -> str:
-    """``md:v1:live:bus``: beside the cache keys, versioned with them."""
-    return f"{prefix}:live:bus"
+    """``md:v1:{live}:bus``: beside the cache keys, versioned with them, in the live keys' slot."""
+    return f"{prefix}:{LIVE_TAG}:bus"
+
+
+AsyncRedis = aioredis.Redis | RedisCluster
+
+
+def connect(url: str, **options: Any) -> AsyncRedis:
+    """An asyncio client for ``REDIS_URL``: a single server, or a Cluster for ``redis+cluster://`` /
+    ``rediss+cluster://`` (``redis.asyncio.from_url`` rejects those schemes; the cluster client discovers the
+    other nodes from the one named and follows slot moves)."""
+    base = cluster_base_url(url)
+    if base is None:
+        return aioredis.from_url(url, **options)
+    return RedisCluster.from_url(base, **options)
 
 
 def pack(msgs: list[dict[str, Any]]) -> bytes:
@@ -41,7 +65,7 @@ def unpack(raw: bytes) -> list[dict[str, Any]]:
 class Bus:
     """Publish micro-batches of stream messages and read them back, in order, from any process."""
 
-    def __init__(self, client: aioredis.Redis, key: str, *, maxlen: int = DEFAULT_MAXLEN) -> None:
+    def __init__(self, client: AsyncRedis, key: str, *, maxlen: int = DEFAULT_MAXLEN) -> None:
         self.client = client
         self.key = key
         self.maxlen = maxlen

@@ -41,6 +41,7 @@ import msgpack
 import numpy as np
 import pandas as pd
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from alpaca.data.live.option import OptionDataStream
 from alpaca.data.live.stock import StockDataStream
 from websockets.asyncio.server import ServerConnection, serve
@@ -52,7 +53,7 @@ from market_assets.cache.resource import CacheResource
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.domain.sessions import nyse
 from market_assets.errors import AlpacaAuthError, AlpacaError
-from market_assets.live.bus import Bus, bus_key
+from market_assets.live.bus import AsyncRedis, Bus, bus_key, connect
 from market_assets.live.http import respond, respond_json, respond_metrics
 from market_assets.live.options import LiveChains
 from market_assets.observability.metrics import StreamMetrics
@@ -225,7 +226,7 @@ class IngestService:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stream: _Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._redis: aioredis.Redis | None = None
+        self._redis: AsyncRedis | None = None
         self.bus: Bus | None = None
         self.health_bound = asyncio.Event()
 
@@ -233,7 +234,7 @@ class IngestService:
     async def run(self) -> None:
         """Run until ``stop()`` or a fatal error (raised after a clean shutdown and a final flush)."""
         self._loop = asyncio.get_running_loop()
-        self._redis = aioredis.from_url(self.cache.resolved_url(), socket_timeout=5, socket_connect_timeout=2)
+        self._redis = connect(self.cache.resolved_url(), socket_timeout=5, socket_connect_timeout=2)
         self.bus = Bus(self._redis, bus_key(self.cache.key_prefix))
         await self._load_indicators()
         stream = self._stream = _Stream(self, self._api_key, self._secret_key, self.stream_url)
@@ -436,7 +437,11 @@ class IngestService:
         """Keep the indicator snapshots the batch cached, so a live update does not erase them."""
         assert self._redis is not None
         try:
-            values = await self._redis.mget([self.cache.key(s, "market") for s in self.symbols])
+            keys = [self.cache.key(s, "market") for s in self.symbols]
+            if isinstance(self._redis, RedisCluster):  # one slot per symbol: MGET across slots is refused
+                values = await self._redis.mget_nonatomic(keys)
+            else:
+                values = await self._redis.mget(keys)
         except (aioredis.RedisError, OSError) as exc:
             log.warning("could not read the cached market keys: %s", exc)
             return

@@ -47,7 +47,7 @@ from websockets.protocol import State
 from market_assets.cache.resource import CacheResource
 from market_assets.domain.occ import OCC_PATTERN
 from market_assets.live import tokens
-from market_assets.live.bus import Bus, bus_key
+from market_assets.live.bus import Bus, bus_key, connect
 from market_assets.live.http import is_upgrade, respond, respond_json, respond_metrics
 from market_assets.observability.metrics import ServeMetrics
 from market_assets.warehouse.resource import WarehouseResource
@@ -210,7 +210,7 @@ class FanoutServer:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        client = aioredis.from_url(self.cache.resolved_url(), socket_connect_timeout=2)
+        client = connect(self.cache.resolved_url(), socket_connect_timeout=2)
         self.bus = Bus(client, bus_key(self.cache.key_prefix))
         async with serve(
             self._handle,

@@ -112,10 +112,24 @@ def _truth(sim: SimulatorServer, symbols: list[str]) -> dict[str, list[tuple[int
     return out
 
 
+@pytest.fixture(params=["single", "cluster"])
+def live_redis_url(request: pytest.FixtureRequest) -> str:
+    """The same processes on one Redis server and on the three-node Redis Cluster (``redis+cluster://``)."""
+    return request.getfixturevalue("redis_url" if request.param == "single" else "redis_cluster_url")
+
+
+def _plain(url: str) -> redis.Redis | redis.RedisCluster:
+    """A sync client of the test's own, for the bus key's cleanup on either topology."""
+    if "+cluster://" in url:
+        return redis.RedisCluster.from_url(url.replace("+cluster://", "://"))
+    return redis.Redis.from_url(url)
+
+
 def test_stream_and_serve_processes_deliver_the_replayed_bars_to_alpaca_py(
-    sim: SimulatorServer, warehouse: WarehouseResource, database_url: str, redis_url: str, data_home: Path,
+    sim: SimulatorServer, warehouse: WarehouseResource, database_url: str, live_redis_url: str, data_home: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
+    redis_url = live_redis_url
     sim.stream.universe = SYMBOLS
     env = {
         **os.environ,
@@ -128,7 +142,7 @@ def test_stream_and_serve_processes_deliver_the_replayed_bars_to_alpaca_py(
         "ALPACA_DATA_URL": sim.base_url,
         "ALPACA_STREAM_URL": sim.ws_url,
     }
-    r = redis.Redis.from_url(redis_url)
+    r = _plain(redis_url)
     r.delete(bus_key("md:v1"))
     key, secret = tokens.create(warehouse, "e2e")
     serve_port, health_port = _free_port(), _free_port()
@@ -173,5 +187,7 @@ def test_stream_and_serve_processes_deliver_the_replayed_bars_to_alpaca_py(
     for symbol, rows in expected.items():
         mine = [m for m in got if m["S"] == symbol]
         assert [(m["t"].to_unix_nano(), m["o"], m["c"], m["v"]) for m in mine] == rows  # once each, in order
+    # the writer's cache keys landed too (a cluster pipeline across the symbols' slots)
+    assert all(_plain(redis_url).get(f"md:v1:{{{symbol}}}:market") for symbol in SYMBOLS)
     stored = warehouse.read_bars("market.bars_minute", SYMBOLS, SESSION, SESSION)
     assert len(stored) == sum(len(v) for v in _truth(sim, SYMBOLS).values())
