@@ -49,6 +49,7 @@ from market_assets.domain.occ import OCC_PATTERN
 from market_assets.live import tokens
 from market_assets.live.bus import Bus, bus_key, connect
 from market_assets.live.http import is_upgrade, respond, respond_json, respond_metrics
+from market_assets.live.leases import DEFAULT_LEASE_SECONDS, ConnectionLeases
 from market_assets.observability.metrics import ServeMetrics
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -140,6 +141,7 @@ class _Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the writer task's turn: a backlogged socket
     dirty: bool = False  # in the server's list of clients with pending frames
     draining: bool = False  # the writer task is awaiting the socket: it owns the pending buffer meanwhile
+    lease: str | None = None  # this connection's slot in the token's Redis lease set (None: counted locally)
     seq: int = 0
     delivered: int = 0
     closing: bool = False
@@ -180,6 +182,7 @@ class FanoutServer:
         send_timeout: float = SEND_TIMEOUT_SECONDS,
         auth_timeout: float = AUTH_TIMEOUT_SECONDS,
         ping_interval: float = 20.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.warehouse = warehouse
         self.cache = cache
@@ -189,8 +192,11 @@ class FanoutServer:
         self.send_timeout = send_timeout
         self.auth_timeout = auth_timeout
         self.ping_interval = ping_interval
+        self.lease_seconds = lease_seconds
+        self.leases: ConnectionLeases | None = None
         self.clients: set[_Client] = set()
         self._index: dict[str, dict[str, set[_Client]]] = {c: {} for c in ALL_CHANNELS}
+        # this process's connections per token: the limit's fallback while Redis cannot be asked
         self._per_token: Counter[str] = Counter()
         self.delivered = 0
         self.dropped_slow = 0
@@ -212,6 +218,7 @@ class FanoutServer:
         self._stop = asyncio.Event()
         client = connect(self.cache.resolved_url(), socket_connect_timeout=2)
         self.bus = Bus(client, bus_key(self.cache.key_prefix))
+        self.leases = ConnectionLeases(client, self.cache.key_prefix, lease_seconds=self.lease_seconds)
         async with serve(
             self._handle,
             self.host,
@@ -225,13 +232,15 @@ class FanoutServer:
         ) as server:
             self._server = server
             self.port = next(iter(server.sockets)).getsockname()[1]
-            tasks = [asyncio.create_task(self._fanout()), asyncio.create_task(self._recheck_tokens())]
+            tasks = [asyncio.create_task(self._fanout()), asyncio.create_task(self._recheck_tokens()),
+                     asyncio.create_task(self._renew_leases())]  # fmt: skip
             self.bound.set()
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             server.close()
+            await self._release_all()
         await client.aclose()
 
     def stop(self) -> None:
@@ -418,7 +427,7 @@ class FanoutServer:
             self._audit("auth_failed", client, key=key[:64] if isinstance(key, str) else None)
             self._push(client, _control(402))
             return
-        if self._per_token[token.key] >= token.max_connections:
+        if not await self._take_slot(client, token):
             self._close_with(client, 406)
             return
         self._per_token[token.key] += 1
@@ -428,6 +437,61 @@ class FanoutServer:
         self.metrics.clients.set(len(self.clients))
         self._audit("connect", client)
         self._push(client, _Encoded({"T": "success", "msg": "authenticated"}))
+
+    async def _take_slot(self, client: _Client, token: tokens.Token) -> bool:
+        """One of the token's ``max_connections``, counted across every `serve` process (leases in Redis).
+
+        Redis unreachable: the limit falls back to this process's own count (logged and counted as an error),
+        rather than refusing every client while the bus, and so the service, is degraded anyway."""
+        if self.leases is not None:
+            try:
+                client.lease = await self.leases.acquire(token.key, token.max_connections)
+                return client.lease is not None
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("connection lease for token %s not taken (%s): counting this process only", token.name,
+                            exc)  # fmt: skip
+                self.metrics.errors.labels("leases").inc()
+        return self._per_token[token.key] < token.max_connections
+
+    def _release(self, client: _Client) -> None:
+        """Give the client's slot back, off the caller's path; a failure only delays it to the lease's end."""
+        lease, token = client.lease, client.token
+        client.lease = None
+        if lease is None or token is None or self.leases is None:
+            return
+        leases = self.leases
+
+        async def release() -> None:
+            try:
+                await leases.release(token.key, lease)
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("connection lease %s not released (%s): it expires by itself", lease, exc)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def _renew_leases(self) -> None:
+        """The heartbeat of this process's leases: a process that stops renewing (crashed) frees its slots."""
+        assert self.leases is not None
+        while True:
+            await asyncio.sleep(self.leases.heartbeat_seconds)
+            held: dict[str, list[str]] = {}
+            for client in self.clients:
+                if client.lease is not None and client.token is not None:
+                    held.setdefault(client.token.key, []).append(client.lease)
+            try:
+                await self.leases.renew(held)
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("connection leases not renewed (%s); retrying", exc)
+                self.metrics.errors.labels("leases").inc()
+
+    async def _release_all(self) -> None:
+        """A clean shutdown frees its slots at once instead of at the leases' end."""
+        for client in list(self.clients):
+            self._release(client)
+        if self._audits:
+            await asyncio.gather(*list(self._audits), return_exceptions=True)
 
     def _audit(self, action: str, client: _Client, **details: Any) -> None:
         """A websocket audit row, written off the event loop; a warehouse outage is logged, never raised."""
@@ -488,6 +552,7 @@ class FanoutServer:
             self.clients.discard(client)
             if client.token is not None:
                 self._per_token[client.token.key] -= 1
+                self._release(client)
         for channel, symbols in client.subs.items():
             for symbol in symbols:
                 subscribers = self._index[channel].get(symbol)

@@ -550,7 +550,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure("serve", level=logging.INFO)  # MARKET_LOG_FORMAT decides text or JSON
     warehouse, cache = _live_setup(load_settings(), "market-data serve")
-    server = FanoutServer(warehouse=warehouse, cache=cache, host=args.host, port=args.port)
+    server = FanoutServer(warehouse=warehouse, cache=cache, host=args.host, port=args.port,
+                          lease_seconds=args.connection_lease)  # fmt: skip
     _print(f"market-data serve: ws://{args.host}:{args.port}/v2/iex (any feed name), live page and /healthz on http")
     _run_until_signal(server)
     return 0
@@ -660,6 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     fanout = sub.add_parser("serve", help="serve the live stream to WebSocket clients (Alpaca's protocol)")
     fanout.add_argument("--host", default="127.0.0.1")
     fanout.add_argument("--port", type=int, default=8080)
+    fanout.add_argument("--connection-lease", type=float, default=30.0, metavar="SECONDS",
+                        help="per-token connection slots are leases in Redis shared by every serve process; a "
+                        "crashed process's slots come back after this long (default 30)")  # fmt: skip
     fanout.set_defaults(func=cmd_serve)
     tok = sub.add_parser("tokens", help="create, list or revoke API tokens of `serve`")
     tok.add_argument("action", choices=["create", "list", "revoke"])
