@@ -80,6 +80,10 @@ def _jsonable(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_ERRORS = {402: "auth failed", 405: "symbol limit exceeded", 406: "connection limit exceeded",
+           409: "insufficient subscription"}  # fmt: skip
+
+
 class MarketDataStreamServer:
     """websockets server in a background thread speaking Alpaca's stock data stream protocol."""
 
@@ -99,6 +103,10 @@ class MarketDataStreamServer:
         # tests can replay a session through forced disconnects; forced_disconnects counts them
         self.drop_every = 0
         self.forced_disconnects = 0
+        # fault: error codes the option stream answers with, first in first out (402, 406, 409: to the next option
+        # client's auth; 405: to its next subscribe), as Alpaca does for bad keys, a second connection, a plan
+        # without options and too many contracts; empty = a healthy option stream
+        self.option_errors: list[int] = []
         self._trade_id = 0
         self._chains: dict[tuple[str, Any], pd.DataFrame] = {}  # (root, session day) -> the model's chain
 
@@ -173,6 +181,15 @@ class MarketDataStreamServer:
             await client.queue.put([{"T": "error", "code": 400, "msg": "invalid syntax"}])
             return
         action = msg.get("action")
+        fault = self.option_errors[0] if client.options and self.option_errors else None
+        if action == "auth" and fault in (402, 406, 409) and not client.authenticated:
+            self.option_errors.pop(0)
+            await client.queue.put([{"T": "error", "code": fault, "msg": _ERRORS[fault]}])
+            return
+        if action == "subscribe" and fault == 405 and client.authenticated:
+            self.option_errors.pop(0)
+            await client.queue.put([{"T": "error", "code": 405, "msg": _ERRORS[405]}])
+            return
         if action == "auth":
             if client.authenticated:
                 await client.queue.put([{"T": "error", "code": 403, "msg": "already authenticated"}])

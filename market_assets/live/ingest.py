@@ -41,9 +41,9 @@ import msgpack
 import numpy as np
 import pandas as pd
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from alpaca.data.live.option import OptionDataStream
 from alpaca.data.live.stock import StockDataStream
+from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -121,36 +121,57 @@ class _SymbolDay:
     bars: dict[int, tuple[float, float, float, float, int, float | None]]  # ts_ns -> o, h, l, c, v, vw
 
 
-class _Stream(StockDataStream):
-    """alpaca-py's stream with its error frames classified by code instead of retried forever."""
+class _Classified:
+    """alpaca-py's stream with its error frames classified by code instead of retried forever: a mixin of both
+    streams (stock and option: alpaca-py's ``_auth``/``_dispatch`` are the same code in each)."""
 
-    def __init__(self, service: IngestService, api_key: str, secret_key: str, url: str) -> None:
-        super().__init__(api_key, secret_key, raw_data=True, url_override=url)
-        self._service = service
-        self._reconnect_min_backoff = service.reconnect_min_seconds
+    source = "stock"
+    _service: IngestService
+    _ws: Any
+    _api_key: str
+    _secret_key: str
+    _should_run: bool
+    _stop_stream_event: asyncio.Event | None
 
     async def _auth(self) -> None:
         await self._ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
         reply = msgpack.unpackb(await self._ws.recv())
         first = reply[0] if reply else {}
         if first.get("T") == "error":
-            self._service.classify_error(first)
+            self._service.classify_error(first, self.source)
         if first.get("T") != "success" or first.get("msg") != "authenticated":
             raise ValueError(f"unexpected reply to auth: {first!r}")
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
         if kind == "subscription":
-            self._service.on_subscribed()
+            if self.source == "stock":
+                self._service.on_subscribed()
         elif kind == "error":
-            self._service.classify_error(msg)
-        await super()._dispatch(msg)
+            self._service.classify_error(msg, self.source)
+        await super()._dispatch(msg)  # type: ignore[misc]
 
     def fail(self) -> None:
         """Make ``_run_forever`` return at its next turn (it catches every exception and retries)."""
         self._should_run = False
         if self._stop_stream_event is not None:
             self._stop_stream_event.set()
+
+
+class _Stream(_Classified, StockDataStream):
+    def __init__(self, service: IngestService, api_key: str, secret_key: str, url: str) -> None:
+        super().__init__(api_key, secret_key, raw_data=True, url_override=url)
+        self._service = service
+        self._reconnect_min_backoff = service.reconnect_min_seconds
+
+
+class _OptionStream(_Classified, OptionDataStream):
+    source = "option"
+
+    def __init__(self, service: IngestService, api_key: str, secret_key: str, url: str) -> None:
+        super().__init__(api_key, secret_key, raw_data=True, url_override=url)
+        self._service = service
+        self._reconnect_min_backoff = service.reconnect_min_seconds
 
 
 class IngestService:
@@ -200,7 +221,7 @@ class IngestService:
         self.chains: LiveChains | None = None
         self.option_messages = 0
         self._option_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._option_stream: OptionDataStream | None = None
+        self._option_stream: _OptionStream | None = None
         self._api_key, self._secret_key = api_key, secret_key
         self.fatal: BaseException | None = None
         # counters for /healthz and the tests
@@ -291,19 +312,35 @@ class IngestService:
             await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------------ errors
-    def classify_error(self, msg: dict[str, Any]) -> None:
-        """Alpaca's error codes -> stop (configuration) or retry (transient), never alpaca-py's silent loops."""
+    def classify_error(self, msg: dict[str, Any], source: str = "stock") -> None:
+        """Alpaca's error codes -> stop (configuration) or retry (transient), never alpaca-py's silent loops.
+
+        The same rules for the option stream (``source="option"``): its keys, entitlement (OPRA) and contract
+        limit are configuration too, so a fatal error there stops the whole service with its own message rather
+        than leaving the stock half running with the options silently gone."""
         code, text = msg.get("code"), msg.get("msg", "")
-        self.metrics.errors.labels(f"alpaca_{code}").inc()
+        self.metrics.errors.labels(f"alpaca_{code}" if source == "stock" else f"alpaca_option_{code}").inc()
+        option = source == "option"
+        url = self.option_stream_url if option else self.stream_url
         fatal: BaseException | None = None
         if code == 402:
             fatal = StreamAuthError(
-                f"the stream at {self.stream_url} rejected the API key (402 {text}): check ALPACA_API_KEY and "
+                f"the {source} stream at {url} rejected the API key (402 {text}): check ALPACA_API_KEY and "
                 "ALPACA_SECRET_KEY"
+            )
+        elif code == 409 and option:
+            fatal = StreamEntitlementError(
+                f"insufficient subscription for the option stream at {url} (409 {text}): options need an OPRA "
+                "(or indicative) entitlement; upgrade, or run without --option-contracts"
             )
         elif code == 409:
             fatal = StreamEntitlementError(
                 f"insufficient subscription for feed {self.feed!r} (409 {text}): set ALPACA_FEED=iex or upgrade"
+            )
+        elif code == 405 and option:
+            contracts = len(self.chains.contracts) if self.chains else self.option_contracts
+            fatal = StreamEntitlementError(
+                f"option symbol limit exceeded (405 {text}) subscribing {contracts} contracts: lower --option-contracts"
             )
         elif code == 405:
             fatal = StreamEntitlementError(
@@ -311,18 +348,20 @@ class IngestService:
             )
         if fatal is not None:
             self.fatal = fatal
-            if self._stream is not None:
-                self._stream.fail()
-            raise fatal
+            for stream in (self._stream, self._option_stream):
+                if stream is not None:
+                    stream.fail()
+            raise fatal  # the option stream's fatal error also ends the stock stream: see ``_watchdog``
         if code == 406:
             self.connection_limit_alerts += 1
             log.error(
-                "ALERT: connection limit exceeded (406): another process is connected with these keys; "
-                "retrying with backoff (attempt %d)",
+                "ALERT: connection limit exceeded (406) on the %s stream: another process is connected with these "
+                "keys; retrying with backoff (attempt %d)",
+                source,
                 self.connection_limit_alerts,
             )
             raise ConnectionError("406 connection limit exceeded")  # alpaca-py backs off and reconnects
-        log.warning("stream error %s: %s", code, text)
+        log.warning("%s stream error %s: %s", source, code, text)
 
     # ------------------------------------------------------------------ stream side (no I/O)
     async def _enqueue(self, msg: dict[str, Any]) -> None:
@@ -468,9 +507,7 @@ class IngestService:
             return
         self.chains = LiveChains(chains, self.option_contracts)
         contracts = self.chains.contracts
-        ostream = self._option_stream = OptionDataStream(
-            self._api_key, self._secret_key, raw_data=True, url_override=self.option_stream_url
-        )
+        ostream = self._option_stream = _OptionStream(self, self._api_key, self._secret_key, self.option_stream_url)
         ostream.subscribe_quotes(self._enqueue_option, *contracts)  # named: alpaca-py refuses "*" for quotes
         ostream.subscribe_trades(self._enqueue_option, *contracts)
         self._tasks += [
@@ -595,6 +632,11 @@ class IngestService:
         while True:
             await asyncio.sleep(self.watchdog_interval)
             stream = self._stream
+            if stream is not None and self.fatal is not None:
+                # a fatal error of the option stream: the stock stream, parked in its socket read (or not yet
+                # started, which would undo ``fail()``), is stopped the way ``stop()`` does it
+                await stream.stop_ws()
+                continue
             if stream is None or not self._connected or stream._ws is None:
                 continue
             silent = time.monotonic() - self._last_message_at

@@ -21,7 +21,7 @@ from market_assets.cache.models import OptionQuote, OptionsChain
 from market_assets.cache.resource import CacheResource
 from market_assets.live import tokens
 from market_assets.live.bus import bus_key
-from market_assets.live.ingest import IngestService, option_url
+from market_assets.live.ingest import IngestService, StreamAuthError, StreamEntitlementError, option_url
 from market_assets.live.serve import FanoutServer
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -133,3 +133,73 @@ def test_option_url_sits_beside_the_stock_stream() -> None:
         option_url("wss://stream.data.alpaca.markets/v2/sip") == "wss://stream.data.alpaca.markets/v1beta1/indicative"
     )
     assert option_url("ws://127.0.0.1:9000/v2/iex", "opra") == "ws://127.0.0.1:9000/v1beta1/opra"
+
+
+def _option_service(sim: SimulatorServer, warehouse: WarehouseResource, redis_url: str) -> IngestService:
+    """`stream` for AAPL with its option stream on (a cached chain to subscribe to), quick to reconnect."""
+    truth = sim.model.option_chain("AAPL", SESSION)
+    cache = CacheResource(redis_url=redis_url, key_prefix=f"t{uuid.uuid4().hex[:8]}")
+    assert cache.write_chains([_cached_chain(truth)]).ok
+    return IngestService(
+        symbols=["AAPL"], stream_url=sim.ws_url, api_key=sim.api_key, secret_key=sim.secret_key, feed="iex",
+        warehouse=warehouse, cache=cache,
+        alpaca=AlpacaResource(api_key=sim.api_key, secret_key=sim.secret_key, data_url=sim.base_url),
+        clock=lambda: CLOSE, option_contracts=LIMIT, reconnect_min_seconds=0.1, watchdog_interval=0.2,
+    )  # fmt: skip
+
+
+def _run(service: IngestService) -> tuple[threading.Thread, list[BaseException]]:
+    raised: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(service.run())
+        except BaseException as exc:  # the test asserts on it
+            raised.append(exc)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "says"),
+    [
+        (402, StreamAuthError, "option stream at ws://"),
+        (409, StreamEntitlementError, "OPRA"),
+        (405, StreamEntitlementError, "lower --option-contracts"),
+    ],
+)
+def test_option_stream_configuration_errors_stop_the_service_with_a_clear_message(
+    sim: SimulatorServer, warehouse: WarehouseResource, redis_url: str, code: int, error: type, says: str
+) -> None:
+    sim.stream.option_errors = [code, code, code]  # were it retried, it would fail again, and again
+    service = _option_service(sim, warehouse, redis_url)
+    started = time.monotonic()
+    thread, raised = _run(service)
+    thread.join(30)
+    assert not thread.is_alive(), "the service kept running (a reconnect loop)"
+    assert len(raised) == 1 and isinstance(raised[0], error), raised
+    assert f"({code} " in str(raised[0]) and says in str(raised[0]), str(raised[0])
+    assert sim.stream.option_errors == [code, code], "answered once, not retried"
+    assert raised[0].exit_code == 2 and time.monotonic() - started < 30
+
+
+def test_option_stream_connection_limit_is_retried_with_an_alert(
+    sim: SimulatorServer, warehouse: WarehouseResource, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.stream.option_errors = [406, 406]
+    service = _option_service(sim, warehouse, redis_url)
+    thread, raised = _run(service)
+    deadline = time.monotonic() + 30
+    try:
+        while not any(c.options and c.subs["quotes"] for c in list(sim.stream._clients)):
+            assert time.monotonic() < deadline and not raised, (raised, service.health())
+            time.sleep(0.05)
+    finally:
+        service.stop()
+        thread.join(15)
+    assert not raised and service.fatal is None
+    assert service.connection_limit_alerts == 2 and sim.stream.option_errors == []
+    alerts = [r for r in caplog.records if "ALERT: connection limit exceeded (406) on the option stream" in r.message]
+    assert len(alerts) == 2 and all(r.levelname == "ERROR" for r in alerts)
