@@ -339,6 +339,35 @@ def audit_settings(settings: Settings, database_url: str, command: str) -> None:
     warehouse.audit("settings", "start", actor="cli", subject=command, details=settings_in_force(settings))
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the package's migrations, once, and exit: the deployment's one-shot step before anything else.
+
+    The URL comes from an environment variable (``--url-env``, default ``MIGRATE_DATABASE_URL``: the owner's
+    login, which may run DDL) so the password never appears in a process list; unset, the warehouse of
+    ``DATABASE_URL`` (or the embedded server) as every other command resolves it."""
+    from market_assets.config import redact
+    from market_assets.warehouse.resource import WarehouseResource
+
+    url = os.environ.get(args.url_env)
+    if not url:
+        from market_assets.runtime.services import resolve_endpoints
+
+        url = resolve_endpoints(load_settings()).database_url
+    import psycopg
+
+    target = redact(url)
+    try:
+        applied = WarehouseResource(database_url=url).migrate()
+    except psycopg.Error as exc:  # one line naming the server (password masked), not a traceback
+        print(f"market-data migrate: {target}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    if applied:
+        _print(f"migrations applied to {target}: {', '.join(applied)}")
+    else:
+        _print(f"migrations: {target} is up to date")
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from market_assets.observability.health import run_checks
 
@@ -429,6 +458,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     env = export_environment(settings, resolve_endpoints(settings))
     _print(f"Dagster UI on http://{args.host}:{args.port} (storage: {env['DAGSTER_HOME']})")
     command = ["dagster", "dev", "-m", "market_assets.definitions", "-h", args.host, "-p", str(args.port)]
+    if load_log_format() == "json":  # Dagster's own processes (webserver, daemon, code server) too
+        command += ["--log-format", "json"]
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     # from DAGSTER_HOME: `dagster dev` warns that a dagster.yaml in the current folder "will not be used" whenever
     # the folder is not DAGSTER_HOME, although DAGSTER_HOME holds the file in use (every path here is absolute)
@@ -639,6 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
     services = sub.add_parser("services", help="start or stop the embedded PostgreSQL and Redis")
     services.add_argument("action", choices=["start", "stop"])
     services.set_defaults(func=cmd_services)
+    mig = sub.add_parser("migrate", help="apply the warehouse migrations and exit (the deployment's one-shot step)")
+    mig.add_argument("--url-env", default="MIGRATE_DATABASE_URL", metavar="VAR",
+                     help="the environment variable holding the owner's database URL (default MIGRATE_DATABASE_URL; "
+                     "unset: DATABASE_URL or the embedded server)")  # fmt: skip
+    mig.set_defaults(func=cmd_migrate)
     health = sub.add_parser("health", help="check warehouse, migrations, Redis and Alpaca; exit 0 only if all pass")
     health.set_defaults(func=cmd_health)
     metrics = sub.add_parser("metrics", help="serve Prometheus metrics of the batch platform on /metrics")

@@ -7,6 +7,7 @@ variables; resources then see plain URLs and never need to know about the embedd
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from market_assets.runtime.embedded import (
 from market_assets.warehouse.resource import to_conninfo
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+# the first line of market_assets/runtime/dagster.yaml, in every version: a file that starts with it is a copy this
+# package wrote (perhaps an older one, refreshed); any other dagster.yaml is someone's own instance file
+OWN_INSTANCE_MARKER = "# Dagster instance for this project:"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,10 +105,29 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """$DAGSTER_HOME under the data directory unless set, holding this project's dagster.yaml."""
+    """$DAGSTER_HOME under the data directory unless set, holding this project's dagster.yaml.
+
+    An existing dagster.yaml that this package did not write (a container's or an operator's own instance file,
+    e.g. deploy/dagster/dagster.yaml in the image's DAGSTER_HOME) is left alone, with a warning that says so:
+    overwriting it would silently move runs to another storage. A copy this package wrote is refreshed, so an
+    upgrade's instance settings take effect."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_home / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    target = home / "dagster.yaml"
+    template = INSTANCE_TEMPLATE.read_text()
+    if target.exists():
+        current = target.read_text()
+        if current == template:
+            return home
+        if not current.startswith(OWN_INSTANCE_MARKER):
+            log.warning(
+                "%s is not market-data's instance file: left as is (its storage and run settings apply; delete it "
+                "to get market-data's, %s)",
+                target,
+                INSTANCE_TEMPLATE,
+            )
+            return home
+    shutil.copyfile(INSTANCE_TEMPLATE, target)
     return home
 
 
