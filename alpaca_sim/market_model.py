@@ -110,6 +110,72 @@ def stable_rng(*parts: Any) -> np.random.Generator:
     return np.random.default_rng(_digest(parts, 16))
 
 
+def _stable_uniforms(seed: int, keys: list[str], middle: tuple[str, ...], tags: Any) -> np.ndarray:
+    """``stable_uniform(seed, key, *middle, tag)`` for every key (rows) and tag (columns), bit for bit.
+
+    Hashes the shared prefix once per key and copies the hasher per tag: the same BLAKE2b digests
+    as the scalar function (hashing is streaming) at a fraction of its Python overhead.
+    """
+    tag_bytes = [("\x1f" + str(tag)).encode() for tag in tags]
+    tail = "".join("\x1f" + str(m) for m in middle)
+    out = np.empty((len(keys), len(tag_bytes)))
+    for i, key in enumerate(keys):
+        base = hashlib.blake2b(f"{seed}\x1f{key}{tail}".encode(), digest_size=8)
+        for j, tb in enumerate(tag_bytes):
+            h = base.copy()
+            h.update(tb)
+            out[i, j] = int.from_bytes(h.digest(), "little") / 2.0**64
+    return out
+
+
+def contract_records(chain: pd.DataFrame) -> list[dict[str, Any]]:
+    """Contract reference records (``/v2/options/contracts`` JSON) for the rows of a chain frame.
+
+    Works on any slice of one or more chains (the simulator builds a page's records only), so the
+    server and ``option_contract_records`` serve the same dicts by construction.
+    """
+    if chain.empty:
+        return []
+    asset_ids = {u: str(uuid.uuid5(_UUID_NS, f"asset:{u}")) for u in chain["underlying"].unique()}
+    exp_names = {e: f"{e:%b %d %Y}" for e in chain["expiration"].unique()}
+    strike_txt = {k: f"{k:g}" for k in chain["strike"].unique().tolist()}
+    out = []
+    for sym, und, exp, strike, typ, oi, last, sess in zip(
+        chain["symbol"].tolist(),
+        chain["underlying"].tolist(),
+        chain["expiration"].tolist(),
+        chain["strike"].tolist(),
+        chain["type"].tolist(),
+        chain["open_interest"].tolist(),
+        chain["last_price"].tolist(),
+        chain["session"].tolist(),
+        strict=True,
+    ):
+        day = sess.isoformat()
+        out.append(
+            {
+                "id": str(uuid.uuid5(_UUID_NS, f"option:{sym}")),
+                "symbol": sym,
+                "name": f"{und} {exp_names[exp]} {strike_txt[strike]} {'Call' if typ == 'call' else 'Put'}",
+                "status": "active",
+                "tradable": True,
+                "expiration_date": exp.isoformat(),
+                "root_symbol": option_root(und),
+                "underlying_symbol": und,
+                "underlying_asset_id": asset_ids[und],
+                "type": typ,
+                "style": "american",
+                "strike_price": strike_txt[strike],
+                "size": "100",
+                "open_interest": str(int(oi)),
+                "open_interest_date": day,
+                "close_price": f"{last:.2f}",
+                "close_price_date": day,
+            }
+        )
+    return out
+
+
 def valid_symbol(symbol: str) -> bool:
     """Whether ``symbol`` looks like a US equity ticker the model can price (e.g. AAPL, BRK.B)."""
     return bool(SYMBOL_RE.match(symbol))
@@ -215,6 +281,7 @@ class MarketModel:
         *,
         quote_precision: QuotePrecision = "cents",
         minute_cache_size: int = 2048,
+        chain_cache_size: int = 2048,
     ) -> None:
         if quote_precision not in ("cents", "exact"):
             raise ValueError("quote_precision must be 'cents' or 'exact'")
@@ -234,6 +301,8 @@ class MarketModel:
         self._actions: dict[str, list[Action]] = {}
         self._minutes: OrderedDict[tuple[str, int], _MinuteSession] = OrderedDict()
         self._minute_cache_size = minute_cache_size
+        self._chains: OrderedDict[tuple[str, date], pd.DataFrame] = OrderedDict()
+        self._chain_cache_size = chain_cache_size
         self._lock = Lock()
 
     # ------------------------------------------------------------------ calendar helpers
@@ -668,8 +737,34 @@ class MarketModel:
         bid_exchange, ask_exchange, last_price, last_size, last_ts, last_exchange, volume,
         open_interest, has_greeks, iv/delta/gamma/theta/vega/rho as served (NaN when missing),
         and true_delta/true_gamma/true_theta/true_vega/true_rho (unrounded).
+
+        A copy of the cached chain (see :meth:`chain_frame`), so callers may modify it.
+        """
+        return self.chain_frame(underlying, as_of).copy()
+
+    def chain_frame(self, underlying: str, as_of: date) -> pd.DataFrame:
+        """The cached chain of ``(underlying, session)``: built once, shared, never to be modified.
+
+        Why a cache: the simulator serves one session's chains to a paged contracts endpoint and
+        to one snapshot request per underlying; rebuilding 500 chains for every page pinned a core
+        for minutes (issue 10). The cache holds ``chain_cache_size`` chains (LRU), enough for a
+        500-symbol universe over a few sessions.
         """
         session = self.session_on_or_before(_as_date(as_of))
+        key = (underlying, session)
+        with self._lock:
+            hit = self._chains.get(key)
+            if hit is not None:
+                self._chains.move_to_end(key)
+                return hit
+        frame = self._build_chain(underlying, session)
+        with self._lock:
+            self._chains[key] = frame
+            while len(self._chains) > self._chain_cache_size:
+                self._chains.popitem(last=False)
+        return frame
+
+    def _build_chain(self, underlying: str, session: date) -> pd.DataFrame:
         si = self._session_index(session)
         assert si is not None
         d = self._daily_series(underlying)
@@ -682,30 +777,33 @@ class MarketModel:
         k_hi = math.floor(spot * 1.3 / inc)
         strikes = np.round(np.arange(k_lo, k_hi + 1) * inc, 2)
         exps = self.expirations(session)
-        rows_exp, rows_k, rows_right = [], [], []
-        for e in exps:
-            for kk in strikes:
-                for right in ("C", "P"):
-                    rows_exp.append(e)
-                    rows_k.append(float(kk))
-                    rows_right.append(right)
-        n = len(rows_exp)
-        strike = np.array(rows_k, dtype=float)
-        exp_ns = np.array(
-            [pd.Timestamp(datetime.combine(e, time(16, 0), tzinfo=NY)).as_unit("ns").value for e in rows_exp],
+        # rows ordered expiration, strike, right (C before P), as the per-row loops used to build them
+        n_k = len(strikes)
+        n = len(exps) * n_k * 2
+        exp_i = np.repeat(np.arange(len(exps)), n_k * 2)
+        strike = np.tile(np.repeat(strikes.astype(float), 2), len(exps))
+        is_call = np.tile(np.array([True, False]), len(exps) * n_k)
+        rows_exp = [exps[i] for i in exp_i.tolist()]
+        exp_close_ns = np.array(
+            [pd.Timestamp(datetime.combine(e, time(16, 0), tzinfo=NY)).as_unit("ns").value for e in exps],
             dtype=np.int64,
         )
+        exp_ns = exp_close_ns[exp_i] if n else np.zeros(0, dtype=np.int64)
         t = (exp_ns - quote_ns) / 1e9 / SECONDS_PER_YEAR
         fwd = spot * np.exp((r - q) * t)
         k = np.log(strike / fwd)
         sigma = self.smile_vol(underlying, k, t)
-        is_call = np.array([x == "C" for x in rows_right])
         price, greeks = bsm_price_greeks(is_call, spot, strike, t, r, q, sigma)
-        symbols = [occ_symbol(underlying, e, rt, kk) for e, rt, kk in zip(rows_exp, rows_right, rows_k, strict=True)]
+        root = option_root(underlying)
+        exp_txt = [f"{e:%y%m%d}" for e in exps]
+        strike_txt = {float(kk): f"{round(float(kk) * 1000):08d}" for kk in strikes}
+        symbols = [
+            f"{root}{exp_txt[e]}{'C' if c else 'P'}{strike_txt[kk]}"
+            for e, c, kk in zip(exp_i.tolist(), is_call.tolist(), strike.tolist(), strict=True)
+        ]
         day = session.isoformat()
-        u = np.array([[stable_uniform(self.seed, s, day, tag) for tag in range(8)] for s in symbols])
-        u = u.reshape(n, 8)
-        base_u = np.array([stable_uniform(self.seed, s, "base") for s in symbols]).reshape(n)
+        u = _stable_uniforms(self.seed, symbols, (day,), range(8))
+        base_u = _stable_uniforms(self.seed, symbols, (), ("base",))[:, 0]
         half = 0.005 + 0.02 * price
         if self.quote_precision == "exact":
             half = np.minimum(half, 0.5 * price)
@@ -728,9 +826,13 @@ class MarketModel:
         oi = np.floor(8000.0 * (0.1 + base_u) * np.exp(-3.0 * absk) * cycle * (0.9 + 0.2 * u[:, 6]))
         has_greeks = u[:, 7] >= 0.08
         nan = np.full(n, np.nan)
+        exchanges = np.array(_OPT_EXCHANGES, dtype=object)
 
         def served(x: np.ndarray) -> np.ndarray:
             return np.where(has_greeks, np.round(x, 4), nan)
+
+        def exchange(x: np.ndarray) -> np.ndarray:
+            return exchanges[(x * len(_OPT_EXCHANGES)).astype(np.int64)]
 
         frame = pd.DataFrame(
             {
@@ -753,12 +855,12 @@ class MarketModel:
                 "ask": ask,
                 "bid_size": bid_size,
                 "ask_size": ask_size,
-                "bid_exchange": [_OPT_EXCHANGES[int(x * len(_OPT_EXCHANGES))] for x in u[:, 0]],
-                "ask_exchange": [_OPT_EXCHANGES[int(x * len(_OPT_EXCHANGES))] for x in u[:, 1]],
+                "bid_exchange": exchange(u[:, 0]),
+                "ask_exchange": exchange(u[:, 1]),
                 "last_price": last,
                 "last_size": last_size,
                 "last_ts": pd.to_datetime(last_ts_ns, utc=True),
-                "last_exchange": [_OPT_EXCHANGES[int(x * len(_OPT_EXCHANGES))] for x in u[:, 3]],
+                "last_exchange": exchange(u[:, 3]),
                 "volume": volume,
                 "open_interest": oi.astype(np.int64),
                 "has_greeks": has_greeks,
@@ -779,34 +881,7 @@ class MarketModel:
 
     def option_contract_records(self, underlying: str, as_of: date) -> list[dict[str, Any]]:
         """Contracts as JSON-ready dicts exactly as the simulator serves them, sorted by symbol."""
-        chain = self.option_chain(underlying, as_of)
-        session = self.session_on_or_before(_as_date(as_of))
-        asset_id = str(uuid.uuid5(_UUID_NS, f"asset:{underlying}"))
-        out = []
-        for row in chain.itertuples(index=False):
-            out.append(
-                {
-                    "id": str(uuid.uuid5(_UUID_NS, f"option:{row.symbol}")),
-                    "symbol": row.symbol,
-                    "name": f"{underlying} {row.expiration:%b %d %Y} {row.strike:g} "
-                    f"{'Call' if row.type == 'call' else 'Put'}",
-                    "status": "active",
-                    "tradable": True,
-                    "expiration_date": row.expiration.isoformat(),
-                    "root_symbol": option_root(underlying),
-                    "underlying_symbol": underlying,
-                    "underlying_asset_id": asset_id,
-                    "type": row.type,
-                    "style": "american",
-                    "strike_price": f"{row.strike:g}",
-                    "size": "100",
-                    "open_interest": str(int(row.open_interest)),
-                    "open_interest_date": session.isoformat(),
-                    "close_price": f"{row.last_price:.2f}",
-                    "close_price_date": session.isoformat(),
-                }
-            )
-        return out
+        return contract_records(self.chain_frame(underlying, as_of))
 
     @staticmethod
     def contract_id(occ: str) -> str:

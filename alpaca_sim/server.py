@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import re
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -68,6 +69,7 @@ from alpaca_sim.market_model import (
     NY,
     RENAMES,
     MarketModel,
+    contract_records,
     option_root,
     parse_occ,
     stable_uniform,
@@ -89,6 +91,7 @@ _TF_RE = re.compile(r"^(\d+)(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
 _FEEDS = {"iex", "sip", "otc", "delayed_sip", "boats", "overnight"}
 _OPTION_FEEDS = {"opra", "indicative"}
 RATE_LIMIT = 200
+_MAX_IDS = 200_000
 _CA_NS = uuid.UUID("0b7c9a52-4e0f-4a4e-9d4b-6f2f6d0c1a77")
 
 
@@ -211,6 +214,16 @@ def rfc3339(ts_ns: int) -> str:
     return base + "Z"
 
 
+def rfc3339_many(ts_ns: np.ndarray) -> list[str]:
+    """``rfc3339`` of many timestamps at once (whole seconds vectorised, the rest one by one)."""
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    if ts.size and not (ts % 1_000_000_000).any():
+        return [
+            t + "Z" for t in np.datetime_as_string(ts.view("datetime64[ns]").astype("datetime64[s]"), unit="s").tolist()
+        ]
+    return [rfc3339(t) for t in ts.tolist()]
+
+
 def _encode_token(*parts: Any) -> str:
     raw = "|".join(str(p) for p in parts).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -313,7 +326,9 @@ class SimulatorServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._contract_ids: dict[str, str] = {}
-        self._chain_cache: dict[tuple[str, date], pd.DataFrame] = {}
+        # the filtered, symbol-sorted contract listing of the last few contracts queries, so that
+        # paging through one listing slices it instead of rebuilding it per page
+        self._listings: OrderedDict[tuple[Any, ...], pd.DataFrame] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.stream: Any = None  # MarketDataStreamServer when enable_ws
 
@@ -532,9 +547,15 @@ class SimulatorServer:
                 rows = out.setdefault(sym, [])
                 ts_l = ch.ts[:k].tolist()
                 cols = [x[:k].tolist() for x in (ch.o, ch.h, ch.low, ch.c, ch.v, ch.n, ch.vw)]
-                for j, t in enumerate(ts_l):
+                stamps = rfc3339_many(ch.ts[:k])
+                if not faults.malformed:
+                    rows.extend(
+                        {"t": t, "o": o, "h": h, "l": lo, "c": c, "v": v, "n": n, "vw": vw}
+                        for t, o, h, lo, c, v, n, vw in zip(stamps, *cols, strict=True)
+                    )
+                for j, t in enumerate(ts_l) if faults.malformed else ():
                     row = {
-                        "t": rfc3339(t),
+                        "t": stamps[j],
                         "o": cols[0][j],
                         "h": cols[1][j],
                         "l": cols[2][j],
@@ -543,7 +564,7 @@ class SimulatorServer:
                         "n": cols[5][j],
                         "vw": cols[6][j],
                     }
-                    kind = faults.malformed_kind(sym, tf, t) if faults.malformed else None
+                    kind = faults.malformed_kind(sym, tf, t)
                     if kind is None:
                         rows.append(row)
                     else:
@@ -674,17 +695,8 @@ class SimulatorServer:
 
     # -------------------------------------------------------------- options
     def _chain(self, underlying: str, session: date) -> pd.DataFrame:
-        key = (underlying, session)
-        with self._cache_lock:
-            hit = self._chain_cache.get(key)
-        if hit is not None:
-            return hit
-        df = self.model.option_chain(underlying, session)
-        with self._cache_lock:
-            if len(self._chain_cache) > 256:
-                self._chain_cache.clear()
-            self._chain_cache[key] = df
-        return df
+        """The model's cached chain (built once per underlying and session)."""
+        return self.model.chain_frame(underlying, session)
 
     @staticmethod
     def _filter_chain(df: pd.DataFrame, params: dict[str, str]) -> pd.DataFrame:
@@ -727,51 +739,56 @@ class SimulatorServer:
         page = df.iloc[:limit]
         next_token = _encode_token(df["symbol"].iloc[limit]) if len(df) > limit else None
         snaps: dict[str, Any] = {}
-        for r in page.itertuples(index=False):
-            quote_t = rfc3339(r.quote_ts.value)
+        quote_idx = pd.DatetimeIndex(page["quote_ts"])
+        last_idx = pd.DatetimeIndex(page["last_ts"])
+        quote_t = rfc3339_many(quote_idx.asi8)
+        last_t = rfc3339_many(last_idx.asi8)
+        # Alpaca's snapshot carries the session's volume in dailyBar, dated midnight New York
+        bar_t = rfc3339_many(last_idx.tz_convert(NY).normalize().asi8)
+        names = (
+            "symbol", "ask", "ask_size", "ask_exchange", "bid", "bid_size", "bid_exchange", "last_price",
+            "last_size", "last_exchange", "volume", "has_greeks", "delta", "gamma", "rho", "theta", "vega", "iv",
+        )  # fmt: skip
+        cols = [page[c].tolist() for c in names]
+        for i, (sym, ap, asz, ax, bp, bsz, bx, last, lsz, lx, vol, has_g, de, ga, rh, th, ve, iv) in enumerate(
+            zip(*cols, strict=True)
+        ):
             snap: dict[str, Any] = {
                 "latestQuote": {
-                    "ap": float(r.ask),
-                    "as": int(r.ask_size),
-                    "ax": r.ask_exchange,
-                    "bp": float(r.bid),
-                    "bs": int(r.bid_size),
-                    "bx": r.bid_exchange,
+                    "ap": float(ap),
+                    "as": int(asz),
+                    "ax": ax,
+                    "bp": float(bp),
+                    "bs": int(bsz),
+                    "bx": bx,
                     "c": "A",
-                    "t": quote_t,
+                    "t": quote_t[i],
                 },
-                "latestTrade": {
-                    "c": "I",
-                    "p": float(r.last_price),
-                    "s": int(r.last_size),
-                    "t": rfc3339(r.last_ts.value),
-                    "x": r.last_exchange,
-                },
+                "latestTrade": {"c": "I", "p": float(last), "s": int(lsz), "t": last_t[i], "x": lx},
             }
-            if int(r.volume) > 0:
-                # Alpaca's snapshot carries the session's volume in dailyBar; the model's trades
-                # all print at the last price, so the bar is flat at it
-                last = float(r.last_price)
+            if int(vol) > 0:
+                # the model's trades all print at the last price, so the bar is flat at it
+                px = float(last)
                 snap["dailyBar"] = {
-                    "o": last,
-                    "h": last,
-                    "l": last,
-                    "c": last,
-                    "v": int(r.volume),
-                    "n": max(1, int(r.volume) // 10),
-                    "vw": last,
-                    "t": rfc3339(pd.Timestamp(r.last_ts).tz_convert(NY).normalize().value),
+                    "o": px,
+                    "h": px,
+                    "l": px,
+                    "c": px,
+                    "v": int(vol),
+                    "n": max(1, int(vol) // 10),
+                    "vw": px,
+                    "t": bar_t[i],
                 }
-            if r.has_greeks:
+            if has_g:
                 snap["greeks"] = {
-                    "delta": float(r.delta),
-                    "gamma": float(r.gamma),
-                    "rho": float(r.rho),
-                    "theta": float(r.theta),
-                    "vega": float(r.vega),
+                    "delta": float(de),
+                    "gamma": float(ga),
+                    "rho": float(rh),
+                    "theta": float(th),
+                    "vega": float(ve),
                 }
-                snap["impliedVolatility"] = float(r.iv)
-            snaps[r.symbol] = snap
+                snap["impliedVolatility"] = float(iv)
+            snaps[sym] = snap
         return {"snapshots": snaps, "next_page_token": next_token}
 
     def contracts_page(self, params: dict[str, str]) -> dict[str, Any]:
@@ -798,25 +815,41 @@ class SimulatorServer:
             k in params for k in ("expiration_date", "expiration_date_gte", "expiration_date_lte")
         ):
             eff["expiration_date_lte"] = (session + timedelta(days=6 - session.weekday())).isoformat()
-        frames = [self._filter_chain(self._chain(u, session), eff) for u in sorted(set(unders))]
-        df = pd.concat(frames, ignore_index=True).sort_values("symbol", kind="stable")
         if status == "inactive" or style == "european":
-            df = df.iloc[0:0]
+            df = self._chain(unders[0], session).iloc[0:0]
+        else:
+            df = self._listing(unders, session, eff)
+        start = 0
         if params.get("page_token"):
             start_sym = _decode_token(params["page_token"])[0]
-            df = df[(df["symbol"] >= start_sym).to_numpy()]
-        page_syms = set(df["symbol"].iloc[:limit])
-        next_token = _encode_token(df["symbol"].iloc[limit]) if len(df) > limit else None
-        records = []
-        for u in sorted(set(df["underlying"].iloc[:limit])):
-            for rec in self.model.option_contract_records(u, session):
-                if rec["symbol"] in page_syms:
-                    records.append(rec)
-        records.sort(key=lambda r: r["symbol"])
+            start = int(np.searchsorted(df["symbol"].to_numpy(), start_sym, side="left"))
+        page = df.iloc[start : start + limit]
+        next_token = _encode_token(df["symbol"].iloc[start + limit]) if len(df) > start + limit else None
+        records = contract_records(page)
         with self._cache_lock:
             for rec in records:
                 self._contract_ids[rec["id"]] = rec["symbol"]
+            # bounded: ids are remembered for lookups by id, 500 underlyings list about a million contracts
+            for stale in list(itertools.islice(self._contract_ids, max(0, len(self._contract_ids) - _MAX_IDS))):
+                del self._contract_ids[stale]
         return {"option_contracts": records, "next_page_token": next_token}
+
+    def _listing(self, unders: list[str], session: date, params: dict[str, str]) -> pd.DataFrame:
+        """Contracts of ``unders`` on ``session`` passing the filters, sorted by symbol (cached per query)."""
+        filters = tuple(sorted((k, v) for k, v in params.items() if k not in ("page_token", "limit", "as_of")))
+        key = (tuple(sorted(set(unders))), session, filters)
+        with self._cache_lock:
+            hit = self._listings.get(key)
+            if hit is not None:
+                self._listings.move_to_end(key)
+                return hit
+        frames = [self._filter_chain(self._chain(u, session), params) for u in key[0]]
+        df = pd.concat(frames, ignore_index=True).sort_values("symbol", kind="stable").reset_index(drop=True)
+        with self._cache_lock:
+            self._listings[key] = df
+            while len(self._listings) > 4:
+                self._listings.popitem(last=False)
+        return df
 
     def contract(self, symbol_or_id: str, params: dict[str, str]) -> dict[str, Any]:
         """``/v2/options/contracts/{symbol_or_id}``: one contract as of the clock's session."""
