@@ -31,6 +31,7 @@ __all__ = [
     "detect_patterns",
     "pivot_points",
     "support_resistance",
+    "support_resistance_by_session",
 ]
 
 #: seed tolerance 1e-13 relative to price: 1e-9 absolute for prices up to ~10,000;
@@ -275,18 +276,90 @@ def support_resistance(
     return pd.DataFrame(rows, columns=cols)
 
 
+LEVEL_FRAME_COLUMNS = [
+    "symbol", "as_of", "kind", "level", "touches", "first_touch", "last_touch", "strength", "session",
+]  # fmt: skip
+
+
+def support_resistance_by_session(
+    bars: pd.DataFrame,
+    sessions: Any,
+    window_starts: Any,
+    lookback: int = 252,
+    swing_window: int = 5,
+    atr_mult: float = 0.5,
+) -> pd.DataFrame:
+    """Levels as of each of ``sessions``, every symbol in one pass (see :func:`levels.levels_as_of`).
+
+    ``bars``: ``symbol, ts, session, high, low, close`` (any order). The history of session
+    ``sessions[k]`` is each symbol's bars with ``window_starts[k] <= session <= sessions[k]``, as in
+    :func:`support_resistance` called on that window with ``as_of`` the session; a session on
+    which no symbol has a bar yields nothing, a symbol without a bar on it is evaluated on its
+    last bar before it.  Returns ``symbol, as_of, kind, level, touches, first_touch, last_touch,
+    strength, session`` ordered by session, symbol and level, equal to the per-session results.
+    Dates are numpy ``datetime64[D]`` inside (no Python date objects in the loop).
+    """
+    days = np.asarray(pd.to_datetime(pd.Index(sessions)).values.astype("datetime64[D]"))
+    starts = np.asarray(pd.to_datetime(pd.Index(window_starts)).values.astype("datetime64[D]"))
+    if bars.empty or days.size == 0:
+        return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
+    ts = pd.to_datetime(bars["ts"], utc=True)
+    bar_days = pd.to_datetime(bars["session"]).to_numpy().astype("datetime64[D]")
+    sym = bars["symbol"].astype(str).to_numpy()
+    order = np.lexsort((ts.to_numpy(), sym))
+    sym, bar_days = sym[order], bar_days[order]
+    ts_ns = ts.to_numpy()[order]
+    h, lo, c = (bars[name].to_numpy(dtype=float)[order] for name in ("high", "low", "close"))
+    keep = np.isin(days, bar_days)  # the per-session algorithm skips days without any bar
+    days, starts = days[keep], starts[keep]
+    names, first, counts = np.unique(sym, return_index=True, return_counts=True)
+    parts: list[dict[str, np.ndarray]] = []
+    for r in range(names.size):
+        a, b = int(first[r]), int(first[r] + counts[r])
+        sd = bar_days[a:b]
+        as_of = np.searchsorted(sd, days, side="right") - 1
+        win = np.searchsorted(sd, starts, side="left")
+        got = lv.levels_as_of(h[a:b], lo[a:b], c[a:b], as_of, win, lookback=lookback, w=swing_window, atr_mult=atr_mult)
+        if got["k"].size:
+            got["symbol_index"] = np.full(got["k"].size, r)
+            got["first_ts"] = ts_ns[a:b][got["first_index"]]
+            got["last_ts"] = ts_ns[a:b][got["last_index"]]
+            parts.append(got)
+    if not parts:
+        return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
+    flat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    o = np.argsort(flat["k"], kind="stable")  # session, then symbol (parts are in symbol order), then level
+    as_of_days = days[flat["k"][o]]
+    session_dates = pd.Index(as_of_days.astype("datetime64[D]").astype(object))
+    return pd.DataFrame(
+        {
+            "symbol": names[flat["symbol_index"][o]].astype(object),
+            "as_of": session_dates,
+            "kind": np.where(flat["resistance"][o], "resistance", "support").astype(object),
+            "level": flat["level"][o],
+            "touches": flat["touches"][o].astype("int64"),
+            "first_touch": pd.to_datetime(flat["first_ts"][o], utc=True),
+            "last_touch": pd.to_datetime(flat["last_ts"][o], utc=True),
+            "strength": flat["strength"][o],
+            "session": session_dates,
+        }
+    )
+
+
 def pivot_points(bars: pd.DataFrame) -> pd.DataFrame:
     """Classic floor pivots per (symbol, ts) from the symbol's previous bar:
-    ``symbol, ts, pivot, r1, s1, r2, s2, r3, s3`` (NaN on a symbol's first bar)."""
+    ``symbol, ts, pivot, r1, s1, r2, s2, r3, s3`` (NaN on a symbol's first bar), sorted by symbol
+    and ts. One vectorised pass over the packed block (a symbol's first bar has NaN on its left)."""
     cols = ["symbol", "ts", "pivot", "r1", "s1", "r2", "s2", "r3", "s3"]
     if bars.empty:
         return pd.DataFrame(columns=cols)
     b = _Block(bars)
-    h, lo, c = b.field("high"), b.field("low"), b.field("close")
-    frames = []
-    for r, (sym, ts, sl) in enumerate(_per_symbol(b)):
-        f = lv.floor_pivots(h[r, sl], lo[r, sl], c[r, sl])
-        f.insert(0, "ts", ts)
-        f.insert(0, "symbol", sym)
-        frames.append(f)
-    return pd.concat(frames, ignore_index=True)[cols]
+    # one NaN column on the left so that no symbol's first bar sees the previous row's last bar
+    pad = np.full((b.symbols.size, 1), np.nan)
+    h, lo, c = (np.hstack([pad, b.field(name)]).ravel() for name in ("high", "low", "close"))
+    f = lv.floor_pivots(h, lo, c)
+    at = b.row * (b.width + 1) + b.col + 1  # flat positions of the bars, in (symbol, ts) order
+    out = pd.DataFrame({"symbol": b.symbols[b.row].astype(object), "ts": b.frame["ts"].to_numpy()[b.order]})
+    for name in cols[2:]:
+        out[name] = f[name].to_numpy()[at]
+    return out

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
-__all__ = ["Swing", "cluster_levels", "floor_pivots", "swing_points"]
+from market_assets.analytics.technicals.indicators import _atr_row
+
+__all__ = ["Swing", "cluster_levels", "floor_pivots", "levels_as_of", "swing_points"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,210 @@ def support_resistance_levels(
             }
         )
     return rows
+
+
+@njit(cache=True, fastmath=False)
+def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise summation (``np.add.reduce`` on a contiguous float64 array), step for step.
+
+    Why replicate it: levels are means of swing prices and joining a cluster compares against the
+    running mean, so the one-pass kernel must produce the very bits ``np.mean`` gave the
+    per-session algorithm it replaced (a test pins this against numpy on random arrays).
+    """
+    if n < 8:
+        res = -0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        m = n - (n % 8)
+        while i < m:
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+@njit(cache=True, fastmath=False)
+def np_mean(a: np.ndarray, n: int) -> float:
+    """``np.mean(a[:n])`` bit for bit (exposed for the test that pins it)."""
+    return _pairwise_sum(a, 0, n) / n
+
+
+@njit(cache=True, fastmath=False)
+def _levels_as_of_kernel(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    swing_high: np.ndarray,
+    swing_low: np.ndarray,
+    as_of: np.ndarray,
+    window_start: np.ndarray,
+    lookback: int,
+    w: int,
+    atr_period: int,
+    atr_mult: float,
+    tolerance_pct: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All as-of evaluations of one symbol; see :func:`levels_as_of`. Returns flat row arrays."""
+    cap = 16
+    out_k = np.empty(cap, dtype=np.int64)
+    out_level = np.empty(cap)
+    out_touch = np.empty(cap, dtype=np.int64)
+    out_first = np.empty(cap, dtype=np.int64)
+    out_last = np.empty(cap, dtype=np.int64)
+    out_strength = np.empty(cap)
+    out_res = np.empty(cap, dtype=np.bool_)
+    rows = 0
+    buf = np.empty(high.size)
+    # a bar can be both a swing high and a swing low: up to two swings per bar
+    prices = np.empty(2 * high.size)
+    idx = np.empty(2 * high.size, dtype=np.int64)
+    members = np.empty(2 * high.size)
+    for k in range(as_of.size):
+        i = as_of[k]
+        sw = window_start[k]
+        if i < sw:
+            continue
+        last = close[i]
+        if not np.isfinite(last):
+            continue
+        s = max(sw, i - lookback + 1)
+        n = i - s + 1
+        m_atr = i + 1 - sw
+        _atr_row(high[sw : i + 1], low[sw : i + 1], close[sw : i + 1], atr_period, buf[:m_atr])
+        atr = buf[m_atr - 1]
+        tol = atr_mult * atr if np.isfinite(atr) and atr > 0 else tolerance_pct * last
+        # swings confirmed inside the tail window: the whole 2w+1 neighbourhood lies in [s, i]
+        m = 0
+        for j in range(s + w, i - w + 1):
+            if swing_high[j]:
+                prices[m] = high[j]
+                idx[m] = j - s
+                m += 1
+        for j in range(s + w, i - w + 1):
+            if swing_low[j]:
+                prices[m] = low[j]
+                idx[m] = j - s
+                m += 1
+        if m == 0:
+            continue
+        order = np.argsort(prices[:m], kind="mergesort")
+        c_n = 0
+        c_first = 0
+        c_last = 0
+        for q in range(m + 1):
+            closing = q == m
+            if not closing:
+                p = prices[order[q]]
+                ix = idx[order[q]]
+                if c_n > 0 and abs(p - np_mean(members, c_n)) > tol:
+                    closing = True
+            if closing and c_n > 0:
+                if rows == out_k.size:
+                    grow = out_k.size * 2
+                    out_k = np.concatenate((out_k, np.empty(grow, dtype=np.int64)))
+                    out_level = np.concatenate((out_level, np.empty(grow)))
+                    out_touch = np.concatenate((out_touch, np.empty(grow, dtype=np.int64)))
+                    out_first = np.concatenate((out_first, np.empty(grow, dtype=np.int64)))
+                    out_last = np.concatenate((out_last, np.empty(grow, dtype=np.int64)))
+                    out_strength = np.concatenate((out_strength, np.empty(grow)))
+                    out_res = np.concatenate((out_res, np.empty(grow, dtype=np.bool_)))
+                level = np_mean(members, c_n)
+                recency = 1.0 - (n - 1 - c_last) / max(n - 1, 1)
+                strength = 0.6 * min(c_n / 5.0, 1.0) + 0.4 * recency
+                out_k[rows] = k
+                out_level[rows] = level
+                out_touch[rows] = c_n
+                out_first[rows] = c_first + s
+                out_last[rows] = c_last + s
+                out_strength[rows] = min(max(strength, 0.0), 1.0)
+                out_res[rows] = level > last
+                rows += 1
+                c_n = 0
+            if q == m:
+                break
+            if c_n == 0:
+                c_first = ix
+                c_last = ix
+            else:
+                c_first = min(c_first, ix)
+                c_last = max(c_last, ix)
+            members[c_n] = p
+            c_n += 1
+    return (
+        out_k[:rows],
+        out_level[:rows],
+        out_touch[:rows],
+        out_first[:rows],
+        out_last[:rows],
+        out_strength[:rows],
+        out_res[:rows],
+    )
+
+
+def levels_as_of(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    as_of: np.ndarray,
+    window_start: np.ndarray,
+    lookback: int = 252,
+    w: int = 5,
+    atr_period: int = 14,
+    atr_mult: float = 0.5,
+    tolerance_pct: float = 0.015,
+) -> dict[str, np.ndarray]:
+    """Support/resistance as of many bars of ONE symbol in one pass: equal, row for row and bit for
+    bit, to :func:`support_resistance_levels` on each as-of window with the ATR of that window.
+
+    For as-of bar ``as_of[k]`` the history window is bars ``window_start[k] .. as_of[k]``; ATR-14
+    is taken over that window (seeded at its start, as when the window is computed alone) and the
+    levels over its last ``lookback`` bars.  Swing points are found once for the whole series: a
+    window's swings are exactly the global ones whose ``2w+1`` neighbourhood lies inside it, so
+    each evaluation only clusters the swings already known (about lookback / w of them) instead
+    of re-detecting them, and the cost per new session is constant.
+
+    Returns flat arrays per level row: ``k`` (which as-of), ``level``, ``touches``, ``first_index``
+    and ``last_index`` (bar positions in the input), ``strength`` and ``resistance`` (level above
+    the as-of close).
+    """
+    h = np.ascontiguousarray(high, dtype=float)
+    lo = np.ascontiguousarray(low, dtype=float)
+    c = np.ascontiguousarray(close, dtype=float)
+    sh, sl = swing_points(h, lo, w)
+    names = ("k", "level", "touches", "first_index", "last_index", "strength", "resistance")
+    arrays = _levels_as_of_kernel(
+        h,
+        lo,
+        c,
+        sh,
+        sl,
+        np.ascontiguousarray(as_of, dtype=np.int64),
+        np.ascontiguousarray(window_start, dtype=np.int64),
+        int(lookback),
+        int(w),
+        int(atr_period),
+        float(atr_mult),
+        float(tolerance_pct),
+    )
+    return dict(zip(names, arrays, strict=True))
 
 
 def floor_pivots(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> pd.DataFrame:
