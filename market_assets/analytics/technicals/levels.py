@@ -129,47 +129,79 @@ def support_resistance_levels(
 
 
 @njit(cache=True, fastmath=False)
-def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
-    """numpy's pairwise summation (``np.add.reduce`` on a contiguous float64 array), step for step.
-
-    Why replicate it: levels are means of swing prices and joining a cluster compares against the
-    running mean, so the one-pass kernel must produce the very bits ``np.mean`` gave the
-    per-session algorithm it replaced (a test pins this against numpy on random arrays).
-    """
+def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise-summation leaf (n <= 128): eight running sums, then the rest in order."""
     if n < 8:
         res = -0.0
         for i in range(lo, lo + n):
             res += a[i]
         return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    m = n - (n % 8)
+    while i < m:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, fastmath=False)
+def _pairwise_sum(a: np.ndarray, n: int) -> float:
+    """numpy's pairwise summation (``np.add.reduce`` on a contiguous float64 array), step for step.
+
+    Why replicate it: levels are means of swing prices and joining a cluster compares against the
+    running mean, so the one-pass kernel must produce the very bits ``np.mean`` gave the
+    per-session algorithm it replaced (a test pins this against numpy on random arrays). numpy
+    recurses (halves rounded down to a multiple of 8, leaves of at most 128); a recursive numba
+    function does not survive the on-disk cache, so the tree is walked with explicit stacks:
+    ``todo`` holds (lo, n, expanded) and ``vals`` the partial sums, combined left + right.
+    """
     if n <= 128:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
-        m = n - (n % 8)
-        while i < m:
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+        return _block_sum(a, 0, n)
+    todo = np.empty((64, 3), dtype=np.int64)
+    vals = np.empty(64)
+    top = 0
+    nv = 0
+    todo[0, 0], todo[0, 1], todo[0, 2] = 0, n, 0
+    top = 1
+    while top > 0:
+        top -= 1
+        lo, cnt, expanded = todo[top, 0], todo[top, 1], todo[top, 2]
+        if cnt <= 128:
+            vals[nv] = _block_sum(a, lo, cnt)
+            nv += 1
+        elif expanded == 1:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+        else:
+            n2 = cnt // 2
+            n2 -= n2 % 8
+            todo[top, 0], todo[top, 1], todo[top, 2] = lo, cnt, 1
+            todo[top + 1, 0], todo[top + 1, 1], todo[top + 1, 2] = lo + n2, cnt - n2, 0
+            todo[top + 2, 0], todo[top + 2, 1], todo[top + 2, 2] = lo, n2, 0
+            top += 3
+    return vals[0]
 
 
 @njit(cache=True, fastmath=False)
 def np_mean(a: np.ndarray, n: int) -> float:
     """``np.mean(a[:n])`` bit for bit (exposed for the test that pins it)."""
-    return _pairwise_sum(a, 0, n) / n
+    return _pairwise_sum(a, n) / n
 
 
 @njit(cache=True, fastmath=False)
