@@ -22,9 +22,9 @@ from market_assets.analytics.technicals.frame import (
     TECHNICAL_COLUMNS,
     detect_patterns,
     pivot_points,
-    support_resistance,
+    support_resistance_by_session,
 )
-from market_assets.domain.sessions import NEW_YORK, session_before
+from market_assets.domain.sessions import session_before
 
 PIVOT_LEVELS = ("pivot", "r1", "r2", "r3", "s1", "s2", "s3")
 PATTERN_ROW_COLUMNS = ("symbol", "ts", "session", "pattern", "direction", "strength", "details")
@@ -124,25 +124,15 @@ def levels_for_sessions(
     """Levels as of each session from exactly the `lookback` sessions ending on it.
 
     Whatever the partition range, a session's levels depend only on its own window, so a backfill
-    and a daily run give identical rows. `as_of` is handed over as the session's bar time
-    (midnight New York): a naive date would be read as midnight UTC, which is before that day's
-    bar, and would drop the as-of bar itself.
+    and a daily run give identical rows. All sessions are evaluated in one pass per symbol
+    (:func:`support_resistance_by_session`), equal bit for bit to running
+    :func:`support_resistance` on each session's window, at a constant cost per session.
     """
-    frames = []
-    for day in sessions if len(bars) else ():
-        window = bars[(bars["session"] >= session_before(day, lookback)) & (bars["session"] <= day)]
-        if window.empty or not (window["session"] == day).any():
-            continue
-        levels = support_resistance(window, pd.Timestamp(day, tz=NEW_YORK))
-        if len(levels):
-            frames.append(levels.assign(as_of=day, session=day))
-    if not frames:
+    if not len(bars) or not len(sessions):
         return pd.DataFrame(columns=list(LEVEL_ROW_COLUMNS))
-    out = pd.concat(frames, ignore_index=True)
-    out["touches"] = out["touches"].astype("int64")
-    for name in ("first_touch", "last_touch"):
-        out[name] = pd.to_datetime(out[name], utc=True)
-    return out
+    starts = [session_before(day, lookback) for day in sessions]
+    out = support_resistance_by_session(bars, list(sessions), starts)
+    return out[list(LEVEL_ROW_COLUMNS)] if len(out) else pd.DataFrame(columns=list(LEVEL_ROW_COLUMNS))
 
 
 def pivot_rows(bars: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
