@@ -37,7 +37,9 @@ from market_assets.domain.symbols import invalid_symbols
 
 CHAIN_SOURCE = "alpaca:/v1beta1/options/snapshots"
 CONTRACTS_SOURCE = "alpaca:/v2/options/contracts"
-CONTRACTS_PAGE_SIZE = 1000  # Alpaca allows up to 10,000; 1,000 keeps one retried page cheap
+# Alpaca's largest contracts page: requests are the scarce resource (200/min), a retried page of
+# 10,000 contracts is ~5 MB; 500 underlyings' contracts over 90 days of expiries are ~26 pages.
+CONTRACTS_PAGE_SIZE = 10_000
 MAX_CONTRACT_PAGES = 10_000
 
 RAW_CHAIN_COLUMNS = (

@@ -8,6 +8,7 @@ the very same alpaca-py code path at it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -31,6 +32,12 @@ TIMEFRAMES: dict[str, TimeFrame] = {
     "1Min": TimeFrame(1, TimeFrameUnit.Minute),
 }
 RAW_BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
+# Alpaca's largest bars page: ten years of daily bars for 500 symbols (1.27 M) is 127 pages.
+BARS_PAGE_SIZE = 10_000
+# Symbols share one request stream (the page limit counts bars of all of them) up to this many
+# characters of the `symbols` parameter: 4,000 keeps the whole URL well under the 8 KiB that HTTP
+# servers and proxies commonly accept, about 700 tickers.
+SYMBOLS_PARAM_MAX_CHARS = 4_000
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class AlpacaResource(ConfigurableResource):
     max_attempts: int = 6
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
-    symbols_per_request: int = 100
+    symbols_per_request: int = 1_000  # further bounded by SYMBOLS_PARAM_MAX_CHARS
     serves_option_history: bool = False  # Alpaca serves option snapshots only as of now; a test server may do more
     source: str = "alpaca"  # what the data is labelled with in logs and metadata
 
@@ -107,11 +114,31 @@ class AlpacaResource(ConfigurableResource):
             )
         )
 
-    def fetch_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
-        """Raw bars as delivered, one row per bar with the wire fields and the symbol.
+    def symbol_groups(self, symbols: list[str]) -> list[list[str]]:
+        """Symbols in as few requests as the URL allows: at most ``symbols_per_request`` each and
+        ``SYMBOLS_PARAM_MAX_CHARS`` of comma-separated tickers."""
+        groups: list[list[str]] = []
+        current: list[str] = []
+        chars = 0
+        for symbol in symbols:
+            extra = len(symbol) + (1 if current else 0)
+            if current and (len(current) >= self.symbols_per_request or chars + extra > SYMBOLS_PARAM_MAX_CHARS):
+                groups.append(current)
+                current, chars, extra = [], 0, len(symbol)
+            current.append(symbol)
+            chars += extra
+        if current:
+            groups.append(current)
+        return groups
 
-        Nothing is dropped or fixed here: validation decides what is kept. Symbols are checked
-        first so a typo fails before any request is spent on it.
+    def iter_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> Iterator[pd.DataFrame]:
+        """Raw bars page by page (``BARS_PAGE_SIZE`` bars of many symbols per request), as delivered.
+
+        Each frame holds one page: the wire fields, the symbol and ``payload`` (the row as received,
+        for the quarantine). Paging is ours, not alpaca-py's (which keeps every page in memory until
+        the last one), so a caller can write as pages arrive with bounded memory, and each page
+        request goes through the resilient session on its own. Symbols are checked first so a typo
+        fails before any request is spent on it.
         """
         bad = invalid_symbols(symbols)
         if bad:
@@ -121,21 +148,43 @@ class AlpacaResource(ConfigurableResource):
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware (alpaca-py takes naive times as UTC)")
         client = self.stock_client()
-        records: list[dict[str, Any]] = []
-        for i in range(0, len(symbols), self.symbols_per_request):
-            chunk = symbols[i : i + self.symbols_per_request]
-            request = StockBarsRequest(
-                symbol_or_symbols=chunk,
+        for group in self.symbol_groups(list(symbols)):
+            params = StockBarsRequest(
+                symbol_or_symbols=group,
                 timeframe=TIMEFRAMES[timeframe],
                 start=start,
                 end=end,
                 adjustment=Adjustment.RAW,
                 feed=DataFeed(self.feed),
-            )
-            raw = client.get_stock_bars(request) or {}
-            for symbol, bars in raw.items():
-                for bar in bars or []:
-                    records.append({"symbol": symbol, **bar} if isinstance(bar, dict) else {"symbol": symbol})
-        frame = pd.DataFrame.from_records(records, columns=["symbol", *RAW_BAR_FIELDS])
-        frame["payload"] = records
-        return frame
+            ).to_request_fields()
+            token: str | None = None
+            seen: set[str] = set()
+            while True:
+                params["limit"] = BARS_PAGE_SIZE
+                params["page_token"] = token
+                page = client.get("/stocks/bars", params) or {}
+                records: list[dict[str, Any]] = []
+                for symbol, bars in (page.get("bars") or {}).items():
+                    for bar in bars or []:
+                        records.append({"symbol": symbol, **bar} if isinstance(bar, dict) else {"symbol": symbol})
+                frame = pd.DataFrame.from_records(records, columns=["symbol", *RAW_BAR_FIELDS])
+                frame["payload"] = records
+                yield frame
+                token = page.get("next_page_token")
+                if not token:
+                    break
+                if token in seen:
+                    raise RuntimeError(f"bars paging repeated the page token {token!r}; stopping")
+                seen.add(token)
+
+    def fetch_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Raw bars as delivered, one row per bar with the wire fields and the symbol (all pages).
+
+        Nothing is dropped or fixed here: validation decides what is kept.
+        """
+        pages = [p for p in self.iter_bars(symbols, timeframe, start, end) if len(p)]
+        if not pages:
+            frame = pd.DataFrame(columns=["symbol", *RAW_BAR_FIELDS])
+            frame["payload"] = pd.Series(dtype=object)
+            return frame
+        return pd.concat(pages, ignore_index=True)
