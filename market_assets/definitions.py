@@ -51,6 +51,11 @@ def _env(name: str) -> EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else None
 
 
+# The local simulator has no account limit: unless ALPACA_RATE_LIMIT_PER_MINUTE says otherwise, the client-side
+# limit (kept for real keys) is lifted for it, so a backfill is bound by work, not by a limit that is not there.
+SIMULATOR_RATE_LIMIT_PER_MINUTE = 1_000_000.0
+
+
 def alpaca_resource(settings: Settings) -> AlpacaResource:
     limits = {
         "feed": settings.alpaca_feed,
@@ -58,6 +63,8 @@ def alpaca_resource(settings: Settings) -> AlpacaResource:
         "timeout_seconds": settings.http_timeout_seconds,
     }
     if settings.uses_simulator:
+        if not os.environ.get("ALPACA_RATE_LIMIT_PER_MINUTE"):
+            limits["rate_limit_per_minute"] = SIMULATOR_RATE_LIMIT_PER_MINUTE
         return SimulatedAlpacaResource(**limits)
     return AlpacaResource(
         api_key=_env("ALPACA_API_KEY"),

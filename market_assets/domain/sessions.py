@@ -20,6 +20,16 @@ def nyse() -> xcals.ExchangeCalendar:
     return xcals.get_calendar("XNYS", start="2015-01-01")
 
 
+def weekday_holidays(start: date) -> list[date]:
+    """Weekdays from `start` to the end of the calendar on which NYSE is closed (holidays, closures).
+
+    exchange_calendars knows about a year ahead; weekends are excluded separately by a cron rule.
+    """
+    cal = nyse()
+    days = pd.date_range(max(pd.Timestamp(start), cal.first_session), cal.last_session, freq="B")
+    return [d.date() for d in days.difference(cal.sessions)]
+
+
 def sessions_between(start: date, end: date) -> list[date]:
     """NYSE sessions in [start, end] (inclusive)."""
     cal = nyse()

@@ -43,6 +43,8 @@ PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 EPHEMERAL_JOB = "__ephemeral_asset_job__"  # the name dagster.materialize() gives its job (public in the UI)
 MAX_INTRADAY_DAYS = 31  # a backfill run's size (BackfillPolicy max_partitions_per_run)
 QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+INTERRUPTED = "DagsterExecutionInterruptedError"  # what a step stopped by SIGINT/SIGTERM fails with
+EXIT_STOPPED = 130
 
 
 @dataclass
@@ -55,6 +57,8 @@ class StepOutcome:
     error: str | None = None
     skipped: str | None = None  # why the step did not run (not a failure)
     notes: list[str] = field(default_factory=list)  # what a failed check says (e.g. the symbols without data)
+    rows: int = 0  # rows written by the run's daily_bars (the progress display counts them)
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM
 
 
 def options_skip_reason(last: date, serves_history: bool, now: datetime | None = None) -> str | None:
@@ -132,11 +136,19 @@ def _materialize(
         )
         if not evaluation.passed and evaluation.description:
             outcome.notes.append(f"{evaluation.check_name}: {evaluation.description}")
+    for event in result.get_asset_materialization_events():
+        if event.asset_key and event.asset_key.to_user_string() == "daily_bars":
+            value = event.materialization.metadata.get("rows_written")
+            outcome.rows += int(getattr(value, "value", 0) or 0)
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         if failures:
             data = failures[0].step_failure_data
             outcome.error = root_cause(data.error) if data and data.error else "step failed"
+            outcome.interrupted = any(
+                f.step_failure_data and f.step_failure_data.error and f.step_failure_data.error.cls_name == INTERRUPTED
+                for f in failures
+            )
         else:
             outcome.error = "run failed"
     return outcome
@@ -156,6 +168,100 @@ def root_cause(error: Any) -> str:
         error = error.cause
     lines = [line for line in (error.message or "").strip().splitlines() if line.strip()]
     return lines[0].strip() if lines else error.cls_name or "error"
+
+
+def _merge(name: str, parts: list[StepOutcome], seconds: float) -> StepOutcome:
+    """One outcome for a step run as several chunks."""
+    merged = StepOutcome(name, all(p.success for p in parts), seconds)
+    merged.materialized = sorted({a for p in parts for a in p.materialized})
+    merged.checks = [c for p in parts for c in p.checks]
+    merged.notes = [n for p in parts for n in p.notes]
+    merged.rows = sum(p.rows for p in parts)
+    merged.interrupted = any(p.interrupted for p in parts)
+    merged.error = next((p.error for p in parts if p.error), None)
+    return merged
+
+
+def _run_step_in_chunks(
+    label: str,
+    job_name: str,
+    window: tuple[date, date],
+    *,
+    instance: Any,
+    stop: Any,
+    refresh: bool,
+    chunk_sessions: int,
+    run_config: dict[str, Any] | None = None,
+    universe: Sequence[str] = (),
+) -> StepOutcome:
+    """A partitioned job as bounded runs of sessions, skipping what is complete, with a progress bar.
+
+    A chunk runs the whole job over its sessions (the job's assets are written together), so resuming redoes
+    the other assets of a partly complete chunk; sessions complete for every asset are not run again.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from market_assets.definitions import defs
+    from market_assets.domain.sessions import sessions_between
+    from market_assets.runtime.backfill import ChunkResult, materialized_keys, plan_chunks, run_chunks
+
+    t0 = time.perf_counter()
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    # the job's partitioned assets: their materialized partitions say which sessions are complete
+    names = sorted(
+        k.to_user_string()
+        for k in repo.get_job(job_name).asset_layer.executable_asset_keys
+        if graph.get(k).partitions_def is not None
+    )
+    sessions = sessions_between(*window)
+    chunks = plan_chunks(sessions, materialized_keys(instance, names), chunk_sessions=chunk_sessions, refresh=refresh)
+    pending = sum(len(c.sessions) for c in chunks)
+    if not chunks:
+        _print(f"      already complete: {len(sessions)} session(s) of {', '.join(names)} (use --refresh to redo)")
+        return StepOutcome(label, True, 0.0)
+    if pending < len(sessions):
+        _print(f"      resuming: {len(sessions) - pending} of {len(sessions)} session(s) already complete")
+    parts: list[StepOutcome] = []
+    with Progress(
+        TextColumn("      {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sessions  {task.fields[rows]:,} bars  {task.fields[rate]}"),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("sessions", total=pending, rows=0, rate="")
+
+        def run_chunk(chunk: Any) -> ChunkResult:
+            progress.update(task, description=f"{chunk.first} .. {chunk.last}")
+            outcome = _materialize(
+                label,
+                job_name,
+                instance=instance,
+                run_config=run_config,
+                partition_range=(chunk.first, chunk.last),
+                universe=universe,
+            )
+            parts.append(outcome)
+            return ChunkResult(outcome.success, outcome.rows, outcome.interrupted, outcome)
+
+        def on_done(chunk: Any, result: ChunkResult) -> None:
+            rows = sum(p.rows for p in parts)
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            advance = len(chunk.sessions) if result.success else 0
+            progress.update(task, advance=advance, rows=rows, rate=f"{rows / elapsed:,.0f} bars/s")
+
+        run_chunks(chunks, run_chunk, stop, on_done)
+    merged = _merge(label, parts, time.perf_counter() - t0)
+    merged.interrupted = merged.interrupted or bool(stop)
+    return merged
+
+
+def _selects_something(selection: Any) -> bool:
+    from market_assets.definitions import defs
+
+    return bool(selection.resolve(defs.get_repository_def().asset_graph))
 
 
 def _report_step(outcome: StepOutcome) -> None:
@@ -268,24 +374,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan.append((f"the last session {last}: daily_market_job (bars, technicals, options, cache)",
                      "daily_market_job", window, None))  # fmt: skip
 
+    from market_assets.runtime.backfill import StopRequest
+
     steps: list[StepOutcome] = []
-    for number, (label, job_name, window, run_config) in enumerate(plan, start=1):
-        _print(f"[{number}/{len(plan)}] {label}")
-        if label in skips:
-            steps.append(StepOutcome(label, True, 0.0, skipped=skips[label]))
-            _print(f"      skipped: {skips[label]}")
-            continue
-        steps.append(
-            _materialize(
-                label, job_name, instance=instance, run_config=run_config, partition_range=window, universe=universe
-            )
-        )
-        _report_step(steps[-1])
-        if not steps[-1].success:
-            skipped = len(plan) - number
-            if skipped:
-                _print(f"      stopping: {skipped} later step(s) depend on this one")
-            break
+    stop = StopRequest()
+    with stop.installed():
+        for number, (label, job_name, window, run_config) in enumerate(plan, start=1):
+            if stop:
+                break
+            _print(f"[{number}/{len(plan)}] {label}")
+            if label in skips:
+                steps.append(StepOutcome(label, True, 0.0, skipped=skips[label]))
+                _print(f"      skipped: {skips[label]}")
+                continue
+            if window is None:
+                outcome = _materialize(label, job_name, instance=instance, run_config=run_config, universe=universe)
+            else:
+                outcome = _run_step_in_chunks(
+                    label,
+                    job_name,
+                    window,
+                    instance=instance,
+                    stop=stop,
+                    refresh=args.refresh,
+                    chunk_sessions=args.chunk_sessions,
+                    run_config=run_config,
+                    universe=universe,
+                )
+            steps.append(outcome)
+            _report_step(outcome)
+            if outcome.interrupted:
+                break
+            if not outcome.success:
+                skipped = len(plan) - number
+                if skipped:
+                    _print(f"      stopping: {skipped} later step(s) depend on this one")
+                break
+    if stop or any(s.interrupted for s in steps):
+        _print("")
+        _print("Stopped on request: every partition is fully old or fully new (an interrupted write is rolled back).")
+        _print("Run the same command again to continue where it stopped; complete partitions are not fetched again.")
+        return EXIT_STOPPED
 
     _print("")
     _print("Summary")
@@ -656,6 +785,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start", help="first day, YYYY-MM-DD (default: MARKET_HISTORY_START, ~310 sessions ago)")
     run.add_argument("--end", help="last day, YYYY-MM-DD (default: the last completed NYSE session)")
     run.add_argument("--intraday-days", type=int, default=5, help="minute bars for the last N sessions (default 5)")
+    run.add_argument(
+        "--refresh", action="store_true", help="fetch and compute again partitions that are already complete"
+    )
+    run.add_argument(
+        "--chunk-sessions",
+        type=int,
+        default=252,
+        help="sessions per run of a long backfill (bounds memory; default 252, one year)",
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="per table: last session, rows, quarantined, last run; automation state")
     status.set_defaults(func=cmd_status)

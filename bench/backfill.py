@@ -1,0 +1,259 @@
+"""Backfill benchmark: `market-data run` end to end on the simulator, side by side with the limits of the same work.
+
+One run, on fresh storage (a scratch MARKET_DATA_HOME; the warehouse is DATABASE_URL's server or the embedded one):
+
+1. `market-data run` for N symbols over Y years (daily bars + all technicals, then the options of the last
+   session; no minute bars), timed from outside, peak RSS of the CLI process sampled every 0.1 s;
+2. the same command again (resume: nothing complete is fetched again);
+3. one new session after the window (the daily step's own time, as the CLI reports it).
+
+The limits, computed for the same work and printed beside the measurements:
+
+* API: the fewest requests Alpaca allows for the rows written (bars: ceil(rows / 10,000) pages of many symbols;
+  contracts: ceil(contracts / 10,000); chains: one page of up to 1,000 snapshots per underlying and page),
+  and their time at Alpaca's 200 requests/min;
+* COPY: a binary COPY of the same rows (bars and every derived table) into empty copies of their tables;
+* kernels: the technicals computed once over the whole window in memory (indicators, patterns, levels as of
+  every session, pivots), with no I/O.
+
+    python bench/backfill.py [--symbols 500] [--years 10] [--end 2026-10-30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import re
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+BARS_PAGE = 10_000
+CONTRACTS_PAGE = 10_000
+CHAIN_PAGE = 1_000
+API_PER_MINUTE = 200
+DERIVED = ("indicators_daily", "patterns", "support_resistance", "pivot_points")
+
+
+def universe(n: int) -> list[str]:
+    """n distinct valid tickers (three letters, spread over the alphabet)."""
+    step = max(1, 26**3 // n)
+    return ["".join(p) for p in itertools.islice(itertools.product(string.ascii_uppercase, repeat=3), 0, None, step)][
+        :n
+    ]
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, int, str, int]:
+    """(wall seconds, peak RSS bytes of the CLI process, stdout, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "market_assets.runtime.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        ps = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                peak = max(peak, ps.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    done.set()
+    sampler.join()
+    return time.perf_counter() - t0, peak, out, proc.returncode
+
+
+def step_seconds(out: str) -> list[float]:
+    return [float(x) for x in re.findall(r"\bok in ([0-9.]+)s", out)]
+
+
+def conninfo(env: dict[str, str]) -> str:
+    from market_assets.runtime.services import resolve_endpoints
+    from market_assets.warehouse.resource import to_conninfo
+
+    os.environ.update(env)
+    from market_assets.config import load_settings
+
+    return to_conninfo(resolve_endpoints(load_settings()).database_url)
+
+
+def copy_limit(dsn: str) -> tuple[int, float]:
+    """(rows, seconds) of a binary COPY of every written bar and derived row into empty copies of the tables."""
+    rows, seconds = 0, 0.0
+    with psycopg.connect(dsn) as conn:
+        for name in ("bars_daily", *DERIVED):
+            buf = bytearray()
+            with conn.cursor().copy(f"COPY market.{name} TO STDOUT (FORMAT binary)") as cp:
+                for chunk in cp:
+                    buf += chunk
+            n = conn.execute(f"SELECT count(*) FROM market.{name}").fetchone()[0]
+            conn.execute(f"CREATE TEMP TABLE bench_{name} (LIKE market.{name} INCLUDING ALL)")
+            t0 = time.perf_counter()
+            with conn.cursor().copy(f"COPY bench_{name} FROM STDIN (FORMAT binary)") as cp:
+                cp.write(bytes(buf))
+            seconds += time.perf_counter() - t0
+            rows += n
+        conn.rollback()
+    return rows, seconds
+
+
+def kernels_limit(dsn: str) -> float:
+    """Seconds of the technicals over the whole window in memory (JIT warmed on a small slice first)."""
+    from market_assets.analytics.technicals.frame import (
+        LOOKBACK_SESSIONS,
+        compute_daily_technicals,
+        detect_patterns,
+        pivot_points,
+        support_resistance_by_session,
+    )
+    from market_assets.domain.sessions import session_before
+
+    with psycopg.connect(dsn) as conn:
+        cur = conn.execute(
+            "SELECT symbol, ts, session, open, high, low, close, volume FROM market.bars_daily ORDER BY symbol, ts"
+        )
+        bars = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+    for col in ("open", "high", "low", "close", "volume"):
+        bars[col] = bars[col].astype(float)
+    sessions = sorted(set(bars["session"]))
+    starts = [session_before(d, LOOKBACK_SESSIONS) for d in sessions]
+    warm = bars[bars["symbol"].isin(bars["symbol"].unique()[:2])]
+    compute_daily_technicals(warm), detect_patterns(warm), pivot_points(warm)
+    support_resistance_by_session(warm, sessions[:5], starts[:5])
+    t0 = time.perf_counter()
+    compute_daily_technicals(bars)
+    detect_patterns(bars)
+    support_resistance_by_session(bars, sessions, starts)
+    pivot_points(bars)
+    return time.perf_counter() - t0
+
+
+def option_minimum(symbols: list[str], session: date) -> tuple[int, int, int]:
+    """(contracts, minimum contracts requests, minimum chain requests) for the CLI's option window."""
+    from alpaca_sim.market_model import MarketModel
+    from market_assets.config import load_option_settings
+
+    horizon = load_option_settings().expiry_horizon_days
+    model = MarketModel()
+    contracts, chain_requests = 0, 0
+    for u in symbols:
+        chain = model.chain_frame(u, session)
+        n = int(((chain["expiration"] >= session) & (chain["expiration"] <= session + timedelta(days=horizon))).sum())
+        contracts += n
+        chain_requests += max(1, math.ceil(n / CHAIN_PAGE))
+    return contracts, math.ceil(contracts / CONTRACTS_PAGE), chain_requests
+
+
+def logged_requests(dsn: str, assets: tuple[str, ...]) -> tuple[int, int, int]:
+    """(requests, retries, rows written) the ingestion log recorded for these assets."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(http_requests), 0), coalesce(sum(http_retries), 0), coalesce(sum(rows_written), 0)"
+            " FROM market.ingestion_log WHERE asset = ANY(%s) AND status = 'success'",
+            (list(assets),),
+        ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=500)
+    ap.add_argument("--years", type=int, default=10)
+    ap.add_argument("--end", default="2026-10-30", help="last session of the window")
+    ap.add_argument("--home", default=None, help="MARKET_DATA_HOME (default: a fresh temporary directory)")
+    args = ap.parse_args()
+
+    from market_assets.domain.sessions import sessions_between
+
+    end = date.fromisoformat(args.end)
+    start = max(date(2015, 1, 2), date(end.year - args.years, end.month, end.day) + timedelta(days=1))
+    symbols = universe(args.symbols)
+    home = args.home or tempfile.mkdtemp(prefix="bench-backfill-")
+    env = {**os.environ, "MARKET_DATA_HOME": home, "PYTHONPATH": str(ROOT)}
+    for name in (
+        "ALPACA_API_KEY",
+        "ALPACA_SECRET_KEY",
+        "ALPACA_DATA_URL",
+        "DAGSTER_HOME",
+        "ALPACA_RATE_LIMIT_PER_MINUTE",
+    ):
+        env.pop(name, None)
+    sessions = sessions_between(start, end)
+    common = ["run", "--symbols", ",".join(symbols), "--intraday-days", "0"]
+    print(f"{len(symbols)} symbols x {len(sessions)} sessions ({start} .. {end}), storage {home}", flush=True)
+
+    wall, peak, out, code = run_cli([*common, "--start", str(start), "--end", str(end)], env)
+    print(out[-3000:], flush=True)
+    if code != 0:
+        raise SystemExit(f"market-data run failed with exit code {code}")
+    steps = step_seconds(out)
+    dsn = conninfo(env)
+    bar_requests, bar_retries, bar_rows = logged_requests(dsn, ("daily_bars",))
+    opt_requests, opt_retries, _ = logged_requests(dsn, ("option_contracts", "option_chain"))
+    with psycopg.connect(dsn) as conn:
+        contract_requests = conn.execute(
+            "SELECT coalesce(sum(http_requests), 0) FROM market.ingestion_log WHERE asset = 'option_contracts'"
+        ).fetchone()[0]
+
+    resume_wall, _, resume_out, _ = run_cli([*common, "--start", str(start), "--end", str(end)], env)
+    after = sessions_between(end + timedelta(days=1), end + timedelta(days=10))[0]
+    one_wall, _, one_out, _ = run_cli([*common, "--start", str(after), "--end", str(after)], env)
+    one_steps = step_seconds(one_out)
+
+    copy_rows, copy_s = copy_limit(dsn)
+    kernel_s = kernels_limit(dsn)
+    api_min = math.ceil(bar_rows / BARS_PAGE)
+    api_s = api_min / API_PER_MINUTE * 60
+    contracts, contracts_min, chains_min = option_minimum(symbols, end)
+    limits = api_s + copy_s + kernel_s
+    daily_s = steps[1] if len(steps) > 1 else float("nan")
+
+    print()
+    print("| work | measured | limit (same work) | target |")
+    print("|---|---|---|---|")
+    print(
+        f"| {len(symbols)} symbols x {len(sessions)} sessions, daily bars + technicals, CLI end to end "
+        f"| {wall:.1f} s wall (daily step {daily_s:.1f} s) | {limits:.1f} s = API {api_s:.1f} s ({api_min} requests "
+        f"at 200/min) + COPY {copy_s:.1f} s ({copy_rows:,} rows) + kernels {kernel_s:.1f} s "
+        f"| {wall / limits:.2f}x the limits |"
+    )
+    print(f"| bars requests | {bar_requests} ({bar_retries} retries) for {bar_rows:,} rows | {api_min} | |")
+    skipped = resume_out.count("already complete")
+    print(f"| re-run of the same command (resume) | {resume_wall:.1f} s, {skipped} step(s) already complete | | |")
+    print(
+        f"| one new session ({after}), daily step | {one_steps[1] if len(one_steps) > 1 else float('nan'):.1f} s "
+        f"(CLI wall {one_wall:.1f} s incl. options and start-up) | | <= 5 s |"
+    )
+    print(
+        f"| option chains + contracts, {len(symbols)} underlyings, requests | {opt_requests} ({opt_retries} retries; "
+        f"contracts {contract_requests}) | {contracts_min + chains_min} (contracts {contracts_min} for {contracts:,}, "
+        f"chains {chains_min}) | {opt_requests / max(1, contracts_min + chains_min):.3f}x (<= 1.05x) |"
+    )
+    print(f"| peak RSS of the CLI process, main run | {peak / 2**20:,.0f} MiB | | <= 1.5 GB |")
+
+
+if __name__ == "__main__":
+    main()
