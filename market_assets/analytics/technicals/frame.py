@@ -82,7 +82,10 @@ class _Block:
             raise ValueError(f"bars lack columns: {sorted(missing)}")
         df = bars.reset_index(drop=True)
         ts = pd.to_datetime(df["ts"], utc=True) if not pd.api.types.is_datetime64_any_dtype(df["ts"]) else df["ts"]
-        order = np.lexsort((ts.to_numpy(), df["symbol"].astype(str).to_numpy()))
+        # sort on int64 nanoseconds: `to_numpy()` of tz-aware times makes one Python Timestamp per bar, which
+        # cost more than every indicator together (13 s of 26 s for 500 symbols x 800 bars, issue 10)
+        stamps = pd.DatetimeIndex(ts)
+        order = np.lexsort((stamps.asi8, df["symbol"].astype(str).to_numpy()))
         sym = df["symbol"].astype(str).to_numpy()[order]
         self.symbols, first, counts = np.unique(sym, return_index=True, return_counts=True)
         self.width = int(counts.max()) if counts.size else 0
@@ -92,7 +95,7 @@ class _Block:
         self.order, self.row, self.col = order, row, col
         self.counts = counts
         self.frame = df
-        self.ts_sorted = ts.to_numpy()[order]
+        self.ts_sorted = stamps[order]  # a DatetimeIndex: slices and scalars keep the time zone
         self.ts_series = ts
 
     def field(self, name: str) -> np.ndarray:
@@ -170,7 +173,7 @@ def compute_daily_technicals(bars: pd.DataFrame, anchors: pd.DataFrame | None = 
     res["dist_52w_high"] = mv.distance_from_high(c, h, 252)
     res["dist_52w_low"] = mv.distance_from_low(c, lo, 252)
     res["drawdown"] = mv.drawdown(c, 252)
-    out = pd.DataFrame({"symbol": b.frame["symbol"].to_numpy(), "ts": b.frame["ts"].to_numpy()})
+    out = pd.DataFrame({"symbol": b.frame["symbol"].to_numpy(), "ts": b.frame["ts"].array})
     for name in TECHNICAL_COLUMNS:
         vals = b.back(res[name])
         out[name] = vals.astype(bool) if name == "volume_spike" else vals
@@ -201,21 +204,35 @@ def detect_patterns(bars: pd.DataFrame, breakout_window: int = 20, swing_window:
         return pd.DataFrame(columns=cols)
     b = _Block(bars)
     o, h, lo, c, v = (b.field(n) for n in _PRICE_COLS)
-    records: list[tuple[str, Any, str, str, float, dict[str, Any]]] = []
     per = _per_symbol(b)
+    starts = np.concatenate([[0], np.cumsum(b.counts)[:-1]])
+    # hits as arrays of (symbol row, bar position in ts_sorted): timestamps are taken once at the end,
+    # not boxed one Timestamp per hit (200k candle hits for 500 symbols x 800 bars)
+    rows_p: list[np.ndarray] = []
+    pos_p: list[np.ndarray] = []
+    names_p: list[np.ndarray] = []
+    dirs_p: list[np.ndarray] = []
+    strength_p: list[np.ndarray] = []
+    details_p: list[list[dict[str, Any]]] = []
     for name, fn in pt.CANDLE_FUNCTIONS.items():
         # run on each symbol's packed series so TA-Lib's lookback applies from its first bar
-        for r, (sym, ts, sl) in enumerate(per):
+        for r, (_sym, _ts, sl) in enumerate(per):
             vals = fn(o[r, sl], h[r, sl], lo[r, sl], c[r, sl])
-            for i in np.flatnonzero(vals):
-                val = int(vals[i])
-                records.append((sym, ts[i], name, pt.candle_direction(name, val), abs(val) / 100.0,
-                                {"talib_value": val}))  # fmt: skip
+            nz = np.flatnonzero(vals)
+            if not nz.size:
+                continue
+            found = vals[nz].astype(np.int64)
+            rows_p.append(np.full(nz.size, r))
+            pos_p.append(starts[r] + nz)
+            names_p.append(np.full(nz.size, name, dtype=object))
+            dirs_p.append(np.array([pt.candle_direction(name, x) for x in found.tolist()], dtype=object))
+            strength_p.append(np.abs(found) / 100.0)
+            details_p.append([{"talib_value": x} for x in found.tolist()])
     sma = ind.smas(c, (50, 200))
     rsi_v = ind.rsi(c, 14)
     macd_v, sig_v, _ = ind.macd(c)
     relv = vol.relative_volume(v, 20)
-    for r, (sym, ts, sl) in enumerate(per):
+    for r, (_sym, ts, sl) in enumerate(per):
         hits: list[pt.PatternHit] = []
         hits += pt.ma_crosses(sma[50][r, sl], sma[200][r, sl])
         hits += pt.rsi_signals(rsi_v[r, sl])
@@ -223,14 +240,35 @@ def detect_patterns(bars: pd.DataFrame, breakout_window: int = 20, swing_window:
         hits += pt.breakouts(h[r, sl], lo[r, sl], c[r, sl], relv[r, sl], breakout_window)
         hits += pt.double_tops_bottoms(h[r, sl], lo[r, sl], c[r, sl], w=swing_window)
         hits += pt.head_and_shoulders(h[r, sl], lo[r, sl], c[r, sl], w=swing_window)
+        if not hits:
+            continue
+        details = []
         for hit in hits:
-            details = dict(hit.details)
-            for key, val in list(details.items()):
+            d = dict(hit.details)
+            for key, val in list(d.items()):
                 if key.endswith("_index") and isinstance(val, int):
-                    details[key.replace("_index", "_ts")] = pd.Timestamp(ts[val]).isoformat()
-                    del details[key]
-            records.append((sym, ts[hit.index], hit.pattern, hit.direction, hit.strength, details))
-    out = pd.DataFrame.from_records(records, columns=cols)
+                    d[key.replace("_index", "_ts")] = ts[val].isoformat()
+                    del d[key]
+            details.append(d)
+        rows_p.append(np.full(len(hits), r))
+        pos_p.append(starts[r] + np.array([hit.index for hit in hits], dtype=np.int64))
+        names_p.append(np.array([hit.pattern for hit in hits], dtype=object))
+        dirs_p.append(np.array([hit.direction for hit in hits], dtype=object))
+        strength_p.append(np.array([hit.strength for hit in hits], dtype=float))
+        details_p.append(details)
+    if not rows_p:
+        return pd.DataFrame(columns=cols)
+    rows = np.concatenate(rows_p)
+    out = pd.DataFrame(
+        {
+            "symbol": b.symbols[rows].astype(object),
+            "ts": b.ts_sorted[np.concatenate(pos_p)],
+            "pattern": np.concatenate(names_p),
+            "direction": np.concatenate(dirs_p),
+            "strength": np.concatenate(strength_p),
+            "details": [d for part in details_p for d in part],
+        }
+    )
     return out.sort_values(["symbol", "ts", "pattern"], kind="stable").reset_index(drop=True)
 
 
@@ -276,6 +314,18 @@ def support_resistance(
     return pd.DataFrame(rows, columns=cols)
 
 
+def _days(values: Any) -> np.ndarray:
+    """Dates (date objects, strings or datetimes) as numpy datetime64[D]."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        return arr.astype("datetime64[D]")
+    return (
+        np.array([np.datetime64(v, "D") for v in pd.unique(arr)], dtype="datetime64[D]")[pd.factorize(arr)[0]]
+        if arr.size
+        else np.array([], dtype="datetime64[D]")
+    )
+
+
 LEVEL_FRAME_COLUMNS = [
     "symbol", "as_of", "kind", "level", "touches", "first_touch", "last_touch", "strength", "session",
 ]  # fmt: skip
@@ -299,16 +349,15 @@ def support_resistance_by_session(
     strength, session`` ordered by session, symbol and level, equal to the per-session results.
     Dates are numpy ``datetime64[D]`` inside (no Python date objects in the loop).
     """
-    days = np.asarray(pd.to_datetime(pd.Index(sessions)).values.astype("datetime64[D]"))
-    starts = np.asarray(pd.to_datetime(pd.Index(window_starts)).values.astype("datetime64[D]"))
+    days = _days(sessions)
+    starts = _days(window_starts)
     if bars.empty or days.size == 0:
         return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
-    ts = pd.to_datetime(bars["ts"], utc=True)
-    bar_days = pd.to_datetime(bars["session"]).to_numpy().astype("datetime64[D]")
+    ts_ns = pd.DatetimeIndex(pd.to_datetime(bars["ts"], utc=True)).asi8  # int64: no Timestamp objects
+    bar_days = _days(bars["session"])
     sym = bars["symbol"].astype(str).to_numpy()
-    order = np.lexsort((ts.to_numpy(), sym))
-    sym, bar_days = sym[order], bar_days[order]
-    ts_ns = ts.to_numpy()[order]
+    order = np.lexsort((ts_ns, sym))
+    sym, bar_days, ts_ns = sym[order], bar_days[order], ts_ns[order]
     h, lo, c = (bars[name].to_numpy(dtype=float)[order] for name in ("high", "low", "close"))
     keep = np.isin(days, bar_days)  # the per-session algorithm skips days without any bar
     days, starts = days[keep], starts[keep]
@@ -323,7 +372,7 @@ def support_resistance_by_session(
         if got["k"].size:
             got["symbol_index"] = np.full(got["k"].size, r)
             got["first_ts"] = ts_ns[a:b][got["first_index"]]
-            got["last_ts"] = ts_ns[a:b][got["last_index"]]
+            got["last_ts"] = ts_ns[a:b][got["last_index"]]  # int64 ns (UTC)
             parts.append(got)
     if not parts:
         return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
@@ -359,7 +408,7 @@ def pivot_points(bars: pd.DataFrame) -> pd.DataFrame:
     h, lo, c = (np.hstack([pad, b.field(name)]).ravel() for name in ("high", "low", "close"))
     f = lv.floor_pivots(h, lo, c)
     at = b.row * (b.width + 1) + b.col + 1  # flat positions of the bars, in (symbol, ts) order
-    out = pd.DataFrame({"symbol": b.symbols[b.row].astype(object), "ts": b.frame["ts"].to_numpy()[b.order]})
+    out = pd.DataFrame({"symbol": b.symbols[b.row].astype(object), "ts": b.ts_sorted})
     for name in cols[2:]:
         out[name] = f[name].to_numpy()[at]
     return out
