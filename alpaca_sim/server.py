@@ -92,6 +92,7 @@ _FEEDS = {"iex", "sip", "otc", "delayed_sip", "boats", "overnight"}
 _OPTION_FEEDS = {"opra", "indicative"}
 RATE_LIMIT = 200
 _MAX_IDS = 200_000
+_RECORD_COLUMNS = ["symbol", "underlying", "expiration", "strike", "type", "open_interest", "last_price", "session"]
 _CA_NS = uuid.UUID("0b7c9a52-4e0f-4a4e-9d4b-6f2f6d0c1a77")
 
 
@@ -843,7 +844,8 @@ class SimulatorServer:
             if hit is not None:
                 self._listings.move_to_end(key)
                 return hit
-        frames = [self._filter_chain(self._chain(u, session), params) for u in key[0]]
+        # only what a contract record needs: 500 underlyings list ~350k contracts
+        frames = [self._filter_chain(self._chain(u, session), params)[_RECORD_COLUMNS] for u in key[0]]
         df = pd.concat(frames, ignore_index=True).sort_values("symbol", kind="stable").reset_index(drop=True)
         with self._cache_lock:
             self._listings[key] = df
