@@ -353,11 +353,11 @@ def support_resistance_by_session(
     starts = _days(window_starts)
     if bars.empty or days.size == 0:
         return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
-    ts_ns = pd.DatetimeIndex(pd.to_datetime(bars["ts"], utc=True)).asi8  # int64: no Timestamp objects
+    stamps = pd.DatetimeIndex(pd.to_datetime(bars["ts"], utc=True))
     bar_days = _days(bars["session"])
     sym = bars["symbol"].astype(str).to_numpy()
-    order = np.lexsort((ts_ns, sym))
-    sym, bar_days, ts_ns = sym[order], bar_days[order], ts_ns[order]
+    order = np.lexsort((stamps.asi8, sym))  # int64 in the index's unit: no Timestamp objects
+    sym, bar_days, stamps = sym[order], bar_days[order], stamps[order]
     h, lo, c = (bars[name].to_numpy(dtype=float)[order] for name in ("high", "low", "close"))
     keep = np.isin(days, bar_days)  # the per-session algorithm skips days without any bar
     days, starts = days[keep], starts[keep]
@@ -371,8 +371,8 @@ def support_resistance_by_session(
         got = lv.levels_as_of(h[a:b], lo[a:b], c[a:b], as_of, win, lookback=lookback, w=swing_window, atr_mult=atr_mult)
         if got["k"].size:
             got["symbol_index"] = np.full(got["k"].size, r)
-            got["first_ts"] = ts_ns[a:b][got["first_index"]]
-            got["last_ts"] = ts_ns[a:b][got["last_index"]]  # int64 ns (UTC)
+            got["first_pos"] = a + got["first_index"]
+            got["last_pos"] = a + got["last_index"]
             parts.append(got)
     if not parts:
         return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
@@ -387,8 +387,8 @@ def support_resistance_by_session(
             "kind": np.where(flat["resistance"][o], "resistance", "support").astype(object),
             "level": flat["level"][o],
             "touches": flat["touches"][o].astype("int64"),
-            "first_touch": pd.to_datetime(flat["first_ts"][o], utc=True),
-            "last_touch": pd.to_datetime(flat["last_ts"][o], utc=True),
+            "first_touch": stamps[flat["first_pos"][o]],
+            "last_touch": stamps[flat["last_pos"][o]],
             "strength": flat["strength"][o],
             "session": session_dates,
         }
