@@ -136,6 +136,7 @@ def _materialize(
         )
         if not evaluation.passed and evaluation.description:
             outcome.notes.append(f"{evaluation.check_name}: {evaluation.description}")
+    # each partition's materialization carries its own rows_written (issue 11): their sum is the run's
     for event in result.get_asset_materialization_events():
         if event.asset_key and event.asset_key.to_user_string() == "daily_bars":
             value = event.materialization.metadata.get("rows_written")
@@ -199,6 +200,7 @@ def _run_step_in_chunks(
     A chunk runs the whole job over its sessions (the job's assets are written together), so resuming redoes
     the other assets of a partly complete chunk; sessions complete for every asset are not run again.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from market_assets.definitions import defs
@@ -230,6 +232,7 @@ def _run_step_in_chunks(
         TextColumn("sessions  {task.fields[rows]:,} bars  {task.fields[rate]}"),
         TimeRemainingColumn(),
         transient=False,
+        console=None if sys.stdout.isatty() else Console(width=140),  # a log file gets the whole line
     ) as progress:
         task = progress.add_task("sessions", total=pending, rows=0, rate="")
 

@@ -1,0 +1,56 @@
+"""Stopping `market-data run` with SIGTERM mid-backfill, then resuming with the same command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from market_assets.warehouse.resource import to_conninfo
+
+ARGS = ["run", "--symbols", "AAPL,MSFT", "--start", "2026-06-01", "--end", "2026-10-30", "--intraday-days", "0"]
+SESSIONS = 107  # NYSE sessions 2026-06-01 .. 2026-10-30
+
+
+def _env(database_url: str, redis_url: str, home: Path) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "MARKET_DATA_HOME": str(home)}
+    for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_DATA_URL", "DAGSTER_HOME", "DAGSTER_POSTGRES_URL"):
+        env[name] = ""
+    return env
+
+
+def _bars(database_url: str) -> int:
+    with psycopg.connect(to_conninfo(database_url)) as conn:
+        exists = conn.execute("SELECT to_regclass('market.bars_daily')").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM market.bars_daily").fetchone()[0] if exists else 0
+
+
+def test_sigterm_stops_cleanly_and_the_same_command_resumes(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    env = _env(database_url, redis_url, tmp_path)
+    cmd = [sys.executable, "-m", "market_assets.runtime.cli", *ARGS, "--chunk-sessions", "20"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while _bars(database_url) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first chunk's bars are written: the backfill is under way
+    assert proc.poll() is None, proc.communicate()[0]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    stopped_after = time.monotonic() - sent
+    assert proc.returncode == 130, out
+    assert "Run the same command again" in out
+    assert stopped_after < 30, stopped_after  # the step under way is interrupted, not the whole backfill run
+    partial = _bars(database_url)
+    assert 0 < partial < 2 * SESSIONS and partial % 2 == 0  # whole partitions only
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming:" in done.stdout
+    assert _bars(database_url) == 2 * SESSIONS
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stdout + again.stderr
