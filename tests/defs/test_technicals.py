@@ -29,6 +29,7 @@ from alpaca_sim.server import SimulatorServer
 from market_assets.analytics.technicals.frame import LOOKBACK_SESSIONS, TECHNICAL_COLUMNS
 from market_assets.analytics.technicals.volume import daily_vwap
 from market_assets.defs.bars import daily_bars, intraday_bars
+from market_assets.defs.partitions import daily_partitions
 from market_assets.defs.technicals import (
     chart_patterns,
     history_start,
@@ -48,9 +49,10 @@ LATE_LISTING = ("XOM", date(2025, 6, 2))  # its older bars are deleted: a young 
 # starts before the lookback of the last days (2023-10-05 for 2025-12-24): the windowed path is exercised
 BARS_WINDOW = ("2023-09-01", "2025-12-31")
 FULL_WINDOW = ("2025-01-02", "2025-12-31")
-# one by one, across Christmas and a weekend (which must write nothing and pass), skipping sessions
-# (12-26, 12-30) so that the OBV/A-D anchor is not always the previous bar
-INCREMENTAL_DAYS = ["2025-12-24", "2025-12-25", "2025-12-27", "2025-12-29", "2025-12-31"]
+# one by one, across Christmas and a weekend (which are not partitions: partitions are NYSE sessions),
+# skipping sessions (12-26, 12-30) so that the OBV/A-D anchor is not always the previous bar
+INCREMENTAL_DAYS = ["2025-12-23", "2025-12-24", "2025-12-29", "2025-12-31"]
+NOT_PARTITIONS = ["2025-12-25", "2025-12-27", "2025-12-28"]
 TECHNICALS = [technical_indicators, chart_patterns, support_resistance_levels, pivot_levels]
 DERIVED_TABLES = "market.indicators_daily, market.patterns, market.support_resistance, market.pivot_points"
 # cumulative volume series are ~1e9..1e11: compare them relative, prices absolute
@@ -209,18 +211,21 @@ def test_full_run_checks_pass_and_metadata_has_a_chart(pipeline: Pipeline) -> No
 
     meta = materialization(pipeline.full_run, "technical_indicators")
     days = pipeline.full_run.asset_materializations_for_node("technical_indicators")
-    assert [e.partition for e in days][-1] == "2025-12-31" and len(days) == 364  # every day, not only sessions
+    # one materialization per partition, and partitions are exactly the NYSE sessions (issue 10)
+    assert [e.partition for e in days] == [
+        d.isoformat() for d in sessions_between(date(2025, 1, 2), date(2025, 12, 31))
+    ]
     sessions_2025 = len(sessions_between(date(2025, 1, 2), date(2025, 12, 31)))
     expected_rows = sessions_2025 * 3 + len(pipeline.snapshot["market.indicators_daily"].query("symbol == 'XOM'"))
     assert meta["run_rows_written"].value == expected_rows
     # per-partition truth: each day carries its own rows (0 on a weekend), summing to the run's
     per_day = partition_rows(pipeline.full_run, "technical_indicators")
-    assert sum(per_day.values()) == expected_rows and per_day["2025-12-27"] == 0  # a Saturday
+    assert sum(per_day.values()) == expected_rows and "2025-12-27" not in per_day  # a Saturday: not a partition
     assert per_day["2025-12-31"] == meta["rows_written"].value == meta["symbols_with_rows"].value == 4
     assert meta["dagster/row_count"].value == len(pipeline.snapshot["market.indicators_daily"])
     assert "rsi" in {c.name for c in meta["dagster/column_schema"].value.columns}
     assert meta["lookback_sessions"].value == LOOKBACK_SESSIONS
-    # a range run stores its chart once, on the last partition's materialization (the latest), not 364 times
+    # a range run stores its chart once, on the last partition's materialization (the latest), not once per session
     days = {e.partition: e.metadata for e in pipeline.full_run.asset_materializations_for_node("technical_indicators")}
     assert "chart" not in days["2025-12-30"] and "preview" not in days["2025-12-30"]
     assert not pipeline.full_run.asset_observations_for_node("technical_indicators")
@@ -283,6 +288,8 @@ def test_views_answer_analyst_questions(pipeline: Pipeline) -> None:
 def test_partitions_one_by_one_equal_the_full_run(pipeline: Pipeline) -> None:
     """Wipe every derived table, then materialize the last days alone, one partition per run."""
     wipe_derived(pipeline.warehouse)
+    partition_keys = daily_partitions.get_partition_keys(current_time=CLOCK)
+    assert all(d in partition_keys for d in INCREMENTAL_DAYS) and not any(d in partition_keys for d in NOT_PARTITIONS)
     for i, day in enumerate(INCREMENTAL_DAYS):
         result = pipeline.materialize(TECHNICALS, partition=day)
         assert result.success, day
@@ -292,7 +299,7 @@ def test_partitions_one_by_one_equal_the_full_run(pipeline: Pipeline) -> None:
             assert inline_png(meta["chart"].value).startswith(b"\x89PNG")
         if i == 0:  # nothing stored before: OBV/A-D are read from each symbol's first bar
             assert meta["full_history_symbols"].value == len(UNIVERSE) - 1  # XOM's history is short anyway
-        elif date.fromisoformat(day).weekday() < 5 and day != "2025-12-25":
+        else:
             assert meta["obv_ad_anchored_symbols"].value == len(UNIVERSE)  # continues the stored series
             assert meta["full_history_symbols"].value == 0
             assert meta["history_start"].value == str(history_start(date.fromisoformat(day), LOOKBACK_SESSIONS))
@@ -315,7 +322,7 @@ def test_partitions_one_by_one_equal_the_full_run(pipeline: Pipeline) -> None:
             assert_frames_close(frame, expected, ["symbol", "as_of", "kind", "rank"], table)
         else:
             assert_frames_close(frame, expected, keys[table], table)
-    assert len(incremental["market.indicators_daily"]) == 3 * len(UNIVERSE)
+    assert len(incremental["market.indicators_daily"]) == len(INCREMENTAL_DAYS) * len(UNIVERSE)  # all sessions
 
 
 def test_rerun_is_idempotent(pipeline: Pipeline) -> None:
