@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psycopg
 
-from market_assets.warehouse.resource import to_conninfo
+from market_assets.warehouse.resource import WarehouseResource, to_conninfo
+from tests.fixtures.databases import truncate_all
 
 ARGS = ["run", "--symbols", "AAPL,MSFT", "--start", "2026-06-01", "--end", "2026-10-30", "--intraday-days", "0"]
 SESSIONS = 107  # NYSE sessions 2026-06-01 .. 2026-10-30
@@ -26,25 +27,34 @@ def _env(database_url: str, redis_url: str, home: Path) -> dict[str, str]:
 
 def _bars(database_url: str) -> int:
     with psycopg.connect(to_conninfo(database_url)) as conn:
-        exists = conn.execute("SELECT to_regclass('market.bars_daily')").fetchone()[0]
-        return conn.execute("SELECT count(*) FROM market.bars_daily").fetchone()[0] if exists else 0
+        return conn.execute("SELECT count(*) FROM market.bars_daily").fetchone()[0]
 
 
 def test_sigterm_stops_cleanly_and_the_same_command_resumes(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    warehouse = WarehouseResource(database_url=database_url)
+    warehouse.migrate()
+    truncate_all(warehouse)  # the session's database: other tests' bars would hide ours
     env = _env(database_url, redis_url, tmp_path)
     cmd = [sys.executable, "-m", "market_assets.runtime.cli", *ARGS, "--chunk-sessions", "20"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the daily step has started: our handlers and Dagster's are in place
+        seen.append(line)
+        if line.startswith("[2/"):
+            break
     deadline = time.monotonic() + 240
     while _bars(database_url) == 0 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the first chunk's bars are written: the backfill is under way
-    assert proc.poll() is None, proc.communicate()[0]
+    assert proc.poll() is None, "".join(seen)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    rest, _ = proc.communicate(timeout=120)
+    out = "".join(seen) + rest
     stopped_after = time.monotonic() - sent
     assert proc.returncode == 130, out
     assert "Run the same command again" in out
-    assert stopped_after < 30, stopped_after  # the step under way is interrupted, not the whole backfill run
+    assert stopped_after < 30, stopped_after  # the step under way is interrupted, not the whole backfill
     partial = _bars(database_url)
     assert 0 < partial < 2 * SESSIONS and partial % 2 == 0  # whole partitions only
 
