@@ -217,13 +217,19 @@ def _run_step_in_chunks(
         if graph.get(k).partitions_def is not None
     )
     sessions = sessions_between(*window)
-    chunks = plan_chunks(sessions, materialized_keys(instance, names), chunk_sessions=chunk_sessions, refresh=refresh)
+    done = materialized_keys(instance, names)
+    chunks = plan_chunks(sessions, done, chunk_sessions=chunk_sessions, refresh=refresh)
     pending = sum(len(c.sessions) for c in chunks)
     if not chunks:
         _print(f"      already complete: {len(sessions)} session(s) of {', '.join(names)} (use --refresh to redo)")
         return StepOutcome(label, True, 0.0)
-    if pending < len(sessions):
-        _print(f"      resuming: {len(sessions) - pending} of {len(sessions)} session(s) already complete")
+    window_keys = {d.isoformat() for d in sessions}
+    complete = sum(len(done[name] & window_keys) for name in names)
+    if complete and not refresh:
+        _print(
+            f"      resuming: {complete} of {len(names) * len(sessions)} asset partitions already complete;"
+            f" {pending} session(s) to run"
+        )
     parts: list[StepOutcome] = []
     with Progress(
         TextColumn("      {task.description}"),
