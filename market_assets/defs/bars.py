@@ -291,7 +291,7 @@ def _bar_checks(
         ),
     ],
     description=(
-        "Raw daily bars (market.bars_daily) from Alpaca for the active universe; one partition per New York day."
+        "Raw daily bars (market.bars_daily) from Alpaca for the active universe; one partition per NYSE session."
     ),
 )
 def daily_bars(

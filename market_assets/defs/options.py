@@ -14,8 +14,8 @@ Lineage (the warehouse is the interface between assets):
     option_chain + daily_bars -> option_greeks (market.option_greeks; spot = the session's close)
     option_chain + option_greeks -> options_flow (flow, by-expiry, by-strike, unusual activity)
 
-A partition is a New York day; its snapshot is the chain at that session's close. Days that are
-not NYSE sessions have no snapshot: the assets write nothing and say so. Alpaca serves option
+A partition is an NYSE session; its snapshot is the chain at that session's close (a range whose days
+include no session, possible only through old calendar-day keys, writes nothing and says so). Alpaca serves option
 snapshots only as of now, so against the real API only the latest completed session can be
 materialized (a server that can serve the past, such as the simulator, says so on the resource).
 """
