@@ -22,7 +22,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from market_assets.alpaca.http import HttpStats, RateLimiter, ResilientSession, paged_marketdata
+from market_assets.alpaca.http import MAX_PAGES, HttpStats, PagingError, RateLimiter, ResilientSession, paged_marketdata
 from market_assets.domain.symbols import invalid_symbols
 from market_assets.errors import InvalidSymbolsError, SettingsError
 
@@ -159,7 +159,7 @@ class AlpacaResource(ConfigurableResource):
             ).to_request_fields()
             token: str | None = None
             seen: set[str] = set()
-            while True:
+            for _ in range(MAX_PAGES):
                 params["limit"] = BARS_PAGE_SIZE
                 params["page_token"] = token
                 page = client.get("/stocks/bars", params) or {}
@@ -174,8 +174,12 @@ class AlpacaResource(ConfigurableResource):
                 if not token:
                     break
                 if token in seen:
-                    raise RuntimeError(f"bars paging repeated the page token {token!r}; stopping")
+                    raise PagingError(
+                        f"GET /stocks/bars: the server repeated the page token {str(token)[:40]!r}; stopping"
+                    )
                 seen.add(token)
+            else:
+                raise PagingError(f"GET /stocks/bars: paging did not end after {MAX_PAGES} pages")
 
     def fetch_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Raw bars as delivered, one row per bar with the wire fields and the symbol (all pages).

@@ -87,7 +87,7 @@ def test_a_garbled_body_that_never_heals_gives_up_naming_the_fault(
 
 
 @pytest.mark.timeout(30)
-def test_a_looping_page_token_stops_inside_alpaca_pys_bar_pager(sim: SimulatorServer, fault_proxy: FaultProxy) -> None:
+def test_a_looping_page_token_stops_the_bar_pager(sim: SimulatorServer, fault_proxy: FaultProxy) -> None:
     fault_proxy.faults = ProxyFaults(loop_tokens=True)
     alpaca = alpaca_for(sim, data_url=fault_proxy.url)
     started = time.monotonic()
