@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from market_assets.config import DEFAULT_SYMBOLS, SettingsError, load_settings, redact, require_alpaca_keys
+from market_assets.domain.sessions import sessions_between
 
 
 def test_defaults_need_nothing() -> None:
@@ -16,7 +17,8 @@ def test_defaults_need_nothing() -> None:
     assert settings.uses_simulator
     assert settings.symbols == DEFAULT_SYMBOLS
     assert settings.alpaca_feed == "iex"
-    assert (date.today() - settings.history_start).days == 365
+    # issue 11: the default history must fill every 252-session metric (>= 300 sessions before today)
+    assert len(sessions_between(settings.history_start, date.today() - timedelta(days=1))) >= 300
     assert settings.data_home == Path.cwd() / ".data"
 
 
