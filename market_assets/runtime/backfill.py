@@ -28,8 +28,15 @@ from datetime import date
 from types import FrameType
 from typing import Any
 
+from market_assets.domain.sessions import sessions_between
+
 DEFAULT_CHUNK_SESSIONS = 252  # one year of sessions: ~126k daily bars for 500 symbols per run
 INTERRUPTED_ERROR = "DagsterExecutionInterruptedError"
+
+
+# Dagster's documented run tags of a single-run partition range
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,25 @@ def plan_chunks(
     return chunks
 
 
-def materialized_keys(instance: Any, asset_names: Sequence[str]) -> dict[str, set[str]]:
-    """Partition keys each asset has materialized, from the Dagster instance's asset records."""
-    from dagster import AssetKey
+def materialized_keys(
+    instance: Any, asset_names: Sequence[str], *, job_name: str, tags: dict[str, str]
+) -> dict[str, set[str]]:
+    """Partition keys each asset has completed for THIS universe: sessions covered by successful runs of `job_name`
+    carrying the same universe tags.
 
-    return {name: set(instance.get_materialized_partitions(AssetKey(name))) for name in asset_names}
+    Why not the assets' materialized partitions: partitions are sessions, not (session, symbol); a run of other symbols
+    materializes the same keys, and resuming from them would skip this universe's work (two concurrent runs of KO and
+    PEP: the second found the window "complete" and wrote nothing).
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    runs = instance.get_runs(filters=RunsFilter(job_name=job_name, tags=tags, statuses=[DagsterRunStatus.SUCCESS]))
+    covered: set[str] = set()
+    for run in runs:
+        first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+        if first and last:
+            covered.update(s.isoformat() for s in sessions_between(date.fromisoformat(first), date.fromisoformat(last)))
+    return {name: set(covered) for name in asset_names}
 
 
 class StopRequest:

@@ -217,7 +217,9 @@ def _run_step_in_chunks(
         if graph.get(k).partitions_def is not None
     )
     sessions = sessions_between(*window)
-    done = materialized_keys(instance, names)
+    from market_assets.defs.universe import universe_tags
+
+    done = materialized_keys(instance, names, job_name=job_name, tags=universe_tags(universe))
     chunks = plan_chunks(sessions, done, chunk_sessions=chunk_sessions, refresh=refresh)
     pending = sum(len(c.sessions) for c in chunks)
     if not chunks:
@@ -239,6 +241,7 @@ def _run_step_in_chunks(
         TimeRemainingColumn(),
         transient=False,
         console=None if sys.stdout.isatty() else Console(width=140),  # a log file gets the whole line
+        disable=load_log_format() == "json",  # JSON mode: stdout stays empty, the report goes through the log
     ) as progress:
         task = progress.add_task("sessions", total=pending, rows=0, rate="")
 

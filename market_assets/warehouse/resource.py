@@ -431,7 +431,7 @@ class WarehouseResource(ConfigurableResource):
                 sessions[0],
                 sessions[1],
                 *covered_params,
-                again["o"].astype(str).tolist(),
+                again["o"].astype(str).str.replace("\x00", "").tolist(),  # as stored: text cannot hold NUL
                 again["s"].tolist(),
                 sessions[0],
                 sessions[1],
