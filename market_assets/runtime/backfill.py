@@ -28,15 +28,8 @@ from datetime import date
 from types import FrameType
 from typing import Any
 
-from market_assets.domain.sessions import sessions_between
-
 DEFAULT_CHUNK_SESSIONS = 252  # one year of sessions: ~126k daily bars for 500 symbols per run
 INTERRUPTED_ERROR = "DagsterExecutionInterruptedError"
-
-
-# Dagster's documented run tags of a single-run partition range
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)
@@ -98,22 +91,27 @@ def plan_chunks(
 def materialized_keys(
     instance: Any, asset_names: Sequence[str], *, job_name: str, tags: dict[str, str]
 ) -> dict[str, set[str]]:
-    """Partition keys each asset has completed for THIS universe: sessions covered by successful runs of `job_name`
-    carrying the same universe tags.
+    """Partition keys each asset has materialized in runs of `job_name` carrying the same universe tags.
 
     Why not the assets' materialized partitions: partitions are sessions, not (session, symbol); a run of other symbols
     materializes the same keys, and resuming from them would skip this universe's work (two concurrent runs of KO and
-    PEP: the second found the window "complete" and wrote nothing).
+    PEP: the second found the window "complete" and wrote nothing). Runs of any status count: an interrupted run's
+    finished partitions are complete (each partition is written in one transaction).
     """
-    from dagster import DagsterRunStatus, RunsFilter
+    from dagster import DagsterEventType, RunsFilter
 
-    runs = instance.get_runs(filters=RunsFilter(job_name=job_name, tags=tags, statuses=[DagsterRunStatus.SUCCESS]))
-    covered: set[str] = set()
-    for run in runs:
-        first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-        if first and last:
-            covered.update(s.isoformat() for s in sessions_between(date.fromisoformat(first), date.fromisoformat(last)))
-    return {name: set(covered) for name in asset_names}
+    wanted = set(asset_names)
+    done: dict[str, set[str]] = {name: set() for name in asset_names}
+    for run in instance.get_runs(filters=RunsFilter(job_name=job_name, tags=tags)):
+        records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            if event is None or event.asset_key is None or event.partition is None:
+                continue
+            name = event.asset_key.to_user_string()
+            if name in wanted:
+                done[name].add(event.partition)
+    return done
 
 
 class StopRequest:

@@ -544,7 +544,7 @@ class WarehouseResource(ConfigurableResource):
                 # a hostile symbol is kept readable, minus the NUL bytes PostgreSQL text cannot hold
                 "symbol": rows["symbol"]
                 .where(rows["symbol"].notna() & (rows["symbol"] != ""), None)
-                .map(lambda s: None if s is None else str(s).replace("\x00", "")),
+                .map(lambda s: None if s is None else (str(s).replace("\x00", "") or None)),
                 "ts": rows["ts"],
                 "payload": rows["payload"].map(payload_json),
                 "reason": rows["reason"],

@@ -85,7 +85,7 @@ def test_run_materializes_the_graph_and_prints_a_summary(
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage)
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         # Dagster's storage is shared by the session's tests: this run's runs are those started after this test began
-        runs = [r for r in instance.get_runs() if (r.start_time or 0) >= started]
+        runs = [r.dagster_run for r in instance.get_run_records() if r.create_timestamp.timestamp() >= started]
         jobs = sorted(r.job_name for r in runs)
         origins = {r.remote_job_origin.location_name for r in runs if r.remote_job_origin}
     assert sorted(set(jobs)) == ["daily_bars_job", "daily_market_job", "symbols_job", "technicals_job"]
