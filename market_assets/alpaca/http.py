@@ -12,6 +12,12 @@ here reads the body itself against a monotonic deadline (connect + every read). 
 cut short or is not JSON is retried like a 5xx: a proxy or load balancer dropping a connection
 mid-body produces exactly that, and alpaca-py would otherwise crash in ``response.json()``.
 
+Why a watchdog on the headers: the status line and headers are read inside http.client, one socket read
+per line with requests' per-read timeout, so a server dripping its *headers* slowly was not bounded by the
+deadline either. The session's connections (`_DeadlineHTTPConnection`) arm a timer for the attempt's remaining
+time while they wait for the response head; when it fires it shuts the socket down, and the attempt fails as
+"deadline passed before the headers" and is retried like any transport fault.
+
 Why our own pager (`paged_marketdata`): alpaca-py's ``_get_marketdata`` loops on
 ``next_page_token`` with no cap and no memory of tokens, so a server repeating a token made a
 run grow until it was killed. The resource replaces that loop on every client it wires.
@@ -19,11 +25,13 @@ run grow until it was killed. The resource replaces that loop on every client it
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -33,6 +41,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from market_assets.errors import AlpacaAuthError, AlpacaUnavailableError
 
@@ -145,6 +156,70 @@ class HttpStats:
         return out
 
 
+_attempt_deadline = threading.local()  # .value: the time.monotonic() deadline of this thread's current attempt
+
+
+class _DeadlineMixin:
+    """Bound the wait for the status line and headers by the attempt's total deadline (see the module doc)."""
+
+    sock: socket.socket | None
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = getattr(_attempt_deadline, "value", None)
+        if deadline is None:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        fired = threading.Event()
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), self._cut, args=(fired,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            watchdog.cancel()
+        if fired.is_set():  # http.client may take a cut-off head for a short one: never trust it
+            raise TimeoutError("total deadline passed before the response headers")
+        return response
+
+    def _cut(self, fired: threading.Event) -> None:
+        fired.set()
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+
+
+class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connection pools whose connections honour the attempt deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
+
+
 def _read_body(response: requests.Response, deadline: float) -> bytes:
     """The whole body, or BodyError once `deadline` (time.monotonic) passes.
 
@@ -209,6 +284,8 @@ class ResilientSession(requests.Session):
         self.stats = stats or HttpStats()
         self._sleep = sleep
         self._random = random.Random()
+        for prefix in ("http://", "https://"):
+            self.mount(prefix, _DeadlineAdapter())
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter, so many workers do not retry in lock-step."""
@@ -237,7 +314,15 @@ class ResilientSession(requests.Session):
         """One request within `self.timeout` seconds in total; the body is read, bounded, and checked."""
         deadline = time.monotonic() + self.timeout
         kwargs = {**kwargs, "stream": True, "timeout": (self.connect_timeout, self.timeout)}
-        response = super().request(method, url, *args, **kwargs)
+        _attempt_deadline.value = deadline
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            if time.monotonic() >= deadline:
+                raise BodyError(f"total deadline ({self.timeout:g} s) passed before the response headers") from exc
+            raise
+        finally:
+            _attempt_deadline.value = None
         body = _read_body(response, deadline)
         response._content = body  # the body as read, so .text works as usual
         response._content_consumed = True

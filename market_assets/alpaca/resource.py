@@ -8,6 +8,8 @@ the very same alpaca-py code path at it.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import pandas as pd
+from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
@@ -24,7 +27,9 @@ from pydantic import PrivateAttr
 
 from market_assets.alpaca.http import MAX_PAGES, HttpStats, PagingError, RateLimiter, ResilientSession, paged_marketdata
 from market_assets.domain.symbols import invalid_symbols
-from market_assets.errors import InvalidSymbolsError, SettingsError
+from market_assets.errors import AlpacaUnavailableError, InvalidSymbolsError, SettingsError
+
+log = logging.getLogger(__name__)
 
 TIMEFRAMES: dict[str, TimeFrame] = {
     "1Day": TimeFrame(1, TimeFrameUnit.Day),
@@ -140,55 +145,107 @@ class AlpacaResource(ConfigurableResource):
         request goes through the resilient session on its own. Symbols are checked first so a typo
         fails before any request is spent on it.
         """
-        bad = invalid_symbols(symbols)
-        if bad:
-            raise InvalidSymbolsError(f"invalid symbol(s) {', '.join(map(repr, bad))}: expected e.g. AAPL or BRK.B")
-        if timeframe not in TIMEFRAMES:
-            raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
-        if start.tzinfo is None or end.tzinfo is None:
-            raise ValueError("start and end must be timezone-aware (alpaca-py takes naive times as UTC)")
+        _check_request(symbols, timeframe, start, end)
         client = self.stock_client()
         for group in self.symbol_groups(list(symbols)):
-            params = StockBarsRequest(
-                symbol_or_symbols=group,
-                timeframe=TIMEFRAMES[timeframe],
-                start=start,
-                end=end,
-                adjustment=Adjustment.RAW,
-                feed=DataFeed(self.feed),
-            ).to_request_fields()
-            token: str | None = None
-            seen: set[str] = set()
-            for _ in range(MAX_PAGES):
-                params["limit"] = BARS_PAGE_SIZE
-                params["page_token"] = token
-                page = client.get("/stocks/bars", params) or {}
-                records: list[dict[str, Any]] = []
-                for symbol, bars in (page.get("bars") or {}).items():
-                    for bar in bars or []:
-                        records.append({"symbol": symbol, **bar} if isinstance(bar, dict) else {"symbol": symbol})
-                frame = pd.DataFrame.from_records(records, columns=["symbol", *RAW_BAR_FIELDS])
-                frame["payload"] = records
-                yield frame
-                token = page.get("next_page_token")
-                if not token:
-                    break
-                if token in seen:
-                    raise PagingError(
-                        f"GET /stocks/bars: the server repeated the page token {str(token)[:40]!r}; stopping"
-                    )
-                seen.add(token)
-            else:
-                raise PagingError(f"GET /stocks/bars: paging did not end after {MAX_PAGES} pages")
+            yield from self._group_pages(client, group, timeframe, start, end)
+
+    def _group_pages(
+        self, client: Any, group: list[str], timeframe: str, start: datetime, end: datetime
+    ) -> Iterator[pd.DataFrame]:
+        """The pages of one request stream (one group of symbols), bounded like ``paged_marketdata``."""
+        params = StockBarsRequest(
+            symbol_or_symbols=group,
+            timeframe=TIMEFRAMES[timeframe],
+            start=start,
+            end=end,
+            adjustment=Adjustment.RAW,
+            feed=DataFeed(self.feed),
+        ).to_request_fields()
+        token: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            params["limit"] = BARS_PAGE_SIZE
+            params["page_token"] = token
+            page = client.get("/stocks/bars", params) or {}
+            records: list[dict[str, Any]] = []
+            for symbol, bars in (page.get("bars") or {}).items():
+                for bar in bars or []:
+                    records.append({"symbol": symbol, **bar} if isinstance(bar, dict) else {"symbol": symbol})
+            frame = pd.DataFrame.from_records(records, columns=["symbol", *RAW_BAR_FIELDS])
+            frame["payload"] = records
+            yield frame
+            token = page.get("next_page_token")
+            if not token:
+                return
+            if token in seen:
+                raise PagingError(f"GET /stocks/bars: the server repeated the page token {str(token)[:40]!r}; stopping")
+            seen.add(token)
+        raise PagingError(f"GET /stocks/bars: paging did not end after {MAX_PAGES} pages")
+
+    def _isolating_pages(
+        self, client: Any, group: list[str], timeframe: str, start: datetime, end: datetime, failed: dict[str, str]
+    ) -> list[pd.DataFrame]:
+        """The pages of `group`; a failing request is bisected until the symbol(s) that fail it are isolated.
+
+        Why: one request carries up to ``symbols_per_request`` symbols, so one symbol the server chokes on (a
+        422 for a delisted ticker, a 5xx on one shard, a page that never ends) failed the whole batch and with it
+        every other symbol of the run (issue 13, item 9). Halving the failing batch finds k bad symbols among n in
+        about k * log2(n) extra requests, and the good halves are fetched whole. Failed symbols land in `failed`
+        (symbol -> reason); the caller decides what that means. An outage is not a bad symbol: if the requests
+        along one whole path down to a single symbol fail and its sibling fails too before anything succeeded,
+        every request is failing, and the original error is raised as before (so is a one-symbol group's).
+        """
+        budget = math.ceil(math.log2(max(len(group), 1))) + 2  # failures tolerated before a first success
+        state = {"failures": 0, "successes": 0}
+
+        def fetch(part: list[str]) -> list[pd.DataFrame]:
+            try:
+                pages = [p for p in self._group_pages(client, part, timeframe, start, end) if len(p)]
+            except (AlpacaUnavailableError, APIError) as exc:
+                state["failures"] += 1
+                if state["successes"] == 0 and (state["failures"] >= budget or len(group) == 1):
+                    raise  # every request fails (or the only symbol does): nothing to isolate it from
+                if len(part) == 1:
+                    failed[part[0]] = str(exc)[:500]
+                    return []
+                half = len(part) // 2
+                return fetch(part[:half]) + fetch(part[half:])
+            state["successes"] += 1
+            return pages
+
+        return fetch(group)
 
     def fetch_bars(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Raw bars as delivered, one row per bar with the wire fields and the symbol (all pages).
 
-        Nothing is dropped or fixed here: validation decides what is kept.
+        Nothing is dropped or fixed here: validation decides what is kept. A symbol whose request fails even on
+        its own is left out and named in ``frame.attrs["failed_symbols"]`` (symbol -> reason); the others are
+        returned (see `_isolating_pages`).
         """
-        pages = [p for p in self.iter_bars(symbols, timeframe, start, end) if len(p)]
+        _check_request(symbols, timeframe, start, end)
+        client = self.stock_client()
+        failed: dict[str, str] = {}
+        pages: list[pd.DataFrame] = []
+        for group in self.symbol_groups(list(symbols)):
+            pages.extend(self._isolating_pages(client, group, timeframe, start, end, failed))
+        if failed:
+            log.warning("bars of %s could not be fetched (the other symbols were): %s", ", ".join(failed), failed)
         if not pages:
             frame = pd.DataFrame(columns=["symbol", *RAW_BAR_FIELDS])
             frame["payload"] = pd.Series(dtype=object)
-            return frame
-        return pd.concat(pages, ignore_index=True)
+        else:
+            frame = pd.concat(pages, ignore_index=True)
+        frame.attrs["failed_symbols"] = failed
+        return frame
+
+
+def _check_request(symbols: list[str], timeframe: str, start: datetime, end: datetime) -> None:
+    """Fail on a typo before any request is spent on it."""
+    bad = invalid_symbols(symbols)
+    if bad:
+        raise InvalidSymbolsError(f"invalid symbol(s) {', '.join(map(repr, bad))}: expected e.g. AAPL or BRK.B")
+    if timeframe not in TIMEFRAMES:
+        raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware (alpaca-py takes naive times as UTC)")

@@ -187,6 +187,40 @@ FACTOR_COLUMNS = (
 PRICE_COLUMNS = ("open", "high", "low", "close", "vwap")
 
 
+def _reasons(r: pd.Series) -> str | None:
+    return "; ".join(sorted({x for x in r if isinstance(x, str)})) or None
+
+
+def _one_row_per_ex_date(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per ex-date: factors multiplied, the first previous session/close, the actions and their reasons.
+
+    Why a fast path: almost every symbol has at most one action per ex-date, and a pandas groupby with a
+    Python aggregation per symbol cost ~8 ms x 500 symbols on every daily run. With unique ex-dates the
+    aggregation is the identity, written out with the same NaN rules (a product of NaN alone is 1.0, as
+    pandas' `prod` skips NaN; the reason is the string itself, None when not a non-empty string).
+    """
+    if not frame["ex_date"].is_unique:
+        return frame.groupby("ex_date", sort=True).agg(
+            split_factor=("split_factor", "prod"),
+            volume_factor=("volume_factor", "prod"),
+            dividend_factor=("dividend_factor", "prod"),
+            prev_session=("prev_session", "first"),
+            prev_close=("prev_close", "first"),
+            actions=("split_factor", "size"),
+            reason=("reason", _reasons),
+        )
+    one = frame.sort_values("ex_date", kind="stable").set_index("ex_date")
+    agg = pd.DataFrame(index=one.index)
+    for name in ("split_factor", "volume_factor", "dividend_factor"):
+        values = one[name].to_numpy(dtype="float64")
+        agg[name] = np.where(np.isnan(values), 1.0, values)
+    agg["prev_session"] = one["prev_session"]
+    agg["prev_close"] = one["prev_close"]
+    agg["actions"] = np.ones(len(one), dtype="int64")
+    agg["reason"] = [x if isinstance(x, str) and x else None for x in one["reason"]]
+    return agg
+
+
 def factor_table(actions: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
     """``market.adjustment_factors`` rows from actions and raw closes, for every symbol in ``actions``.
 
@@ -233,15 +267,7 @@ def factor_table(actions: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
                 "reason": f.reason,
             }
         )
-        agg = frame.groupby("ex_date", sort=True).agg(
-            split_factor=("split_factor", "prod"),
-            volume_factor=("volume_factor", "prod"),
-            dividend_factor=("dividend_factor", "prod"),
-            prev_session=("prev_session", "first"),
-            prev_close=("prev_close", "first"),
-            actions=("split_factor", "size"),
-            reason=("reason", lambda r: "; ".join(sorted({x for x in r if isinstance(x, str)})) or None),
-        )
+        agg = _one_row_per_ex_date(frame)
         _, cs, cv, cd = cumulative_factors(
             agg.index.to_numpy(), agg["split_factor"], agg["volume_factor"], agg["dividend_factor"]
         )

@@ -105,6 +105,7 @@ def _fetch_and_split(
     start = pd.Timestamp(first, tz=NEW_YORK).to_pydatetime()
     end = pd.Timestamp(last + timedelta(days=1), tz=NEW_YORK).to_pydatetime() - timedelta(microseconds=1)
     raw = alpaca.fetch_bars(universe, timeframe, start, end) if universe else pd.DataFrame()
+    failed = raw.attrs.get("failed_symbols", {})
     if raw.empty:
         typed = coerce_raw_bars(pd.DataFrame(columns=["symbol", "t", "o", "h", "l", "c", "v", "n", "vw"]))
         raw = pd.DataFrame({"payload": []})
@@ -130,6 +131,7 @@ def _fetch_and_split(
             "run_id": run_id,
         }
     )
+    typed.attrs["failed_symbols"] = failed
     return typed, kept, rejected, quarantine
 
 
@@ -187,6 +189,14 @@ def ingest_bars(
         log("failed", error=str(exc)[:2000])
         raise
     log("success", len(typed), result.rows_written, result.rows_quarantined)
+    failed = typed.attrs.get("failed_symbols") or {}
+    if failed:  # isolated by the client; they keep their rows and no_missing_sessions names them
+        context.log.warning(
+            "%s bars of %s could not be fetched, the other symbols proceed: %s",
+            dataset,
+            ", ".join(failed),
+            "; ".join(f"{s}: {reason}" for s, reason in failed.items()),
+        )
     if len(rejected):
         context.log.warning("%d %s row(s) quarantined, e.g. %s", len(rejected), dataset, rejected["reason"].iloc[0])
     return IngestResult(result.rows_written, result.rows_quarantined, len(typed), kept, rejected)

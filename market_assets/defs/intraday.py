@@ -28,6 +28,7 @@ indicators are `market_assets.analytics.technicals.intraday` (they restart every
 """
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -55,18 +56,24 @@ from market_assets.cache.reader import load_market_data
 from market_assets.cache.resource import CacheResource
 from market_assets.contracts.bars import coerce_raw_bars, split_bars
 from market_assets.defs.resources import MarketClockResource
-from market_assets.defs.universe import run_universe
+from market_assets.defs.universe import run_universe, universe_tags
 from market_assets.domain.intraday_windows import IntradayWindow, fetch_start, plan_window
 from market_assets.domain.sessions import session_of_minute_ts
 from market_assets.warehouse import tables
+from market_assets.warehouse.queries.bars import active_symbols
 from market_assets.warehouse.resource import WarehouseResource, copy_frame
 
 TRAILING_MINUTES = 15  # Alpaca revises a bar ~30 s after publishing; 15 minutes also covers slow ticks
 SENSOR_INTERVAL_SECONDS = 30
 
 
-def run_request(window: IntradayWindow) -> RunRequest:
-    """The job run of one window: its run_key de-duplicates re-evaluations of the same window."""
+def run_request(window: IntradayWindow, universe: Sequence[str] = ()) -> RunRequest:
+    """The job run of one window: its run_key de-duplicates re-evaluations of the same window.
+
+    `universe`, resolved when the window is requested, travels with the run as its ``market/universe`` tag (as the
+    after-close schedule's does): its steps never re-read market.symbols, so a ``universe set`` or a CLI run while
+    the refresh runs cannot change which symbols it fetches, derives and caches (issue 13, item 2).
+    """
     return RunRequest(
         run_key=window.run_key,
         run_config={
@@ -80,7 +87,11 @@ def run_request(window: IntradayWindow) -> RunRequest:
                 }
             }
         },
-        tags={"market/session": str(window.session), "market/window": window.run_key.split(":", 2)[2]},
+        tags={
+            "market/session": str(window.session),
+            "market/window": window.run_key.split(":", 2)[2],
+            **(universe_tags(universe) if universe else {}),
+        },
     )
 
 
@@ -233,11 +244,12 @@ def intraday_refresh_job() -> None:
     description="During NYSE sessions: one intraday_refresh_job run per window of new complete minutes.",
 )
 def intraday_refresh_sensor(
-    context: SensorEvaluationContext, market_clock: MarketClockResource
+    context: SensorEvaluationContext, market_clock: MarketClockResource, warehouse: WarehouseResource
 ) -> SensorResult | SkipReason:
     started = time.perf_counter()
     decision = plan_window(market_clock.now(), context.cursor)
     if isinstance(decision, str):
         return SkipReason(decision)
+    universe = active_symbols(warehouse)  # only when a window is due: a skip never touches the warehouse
     context.log.info("requesting %s (%.1f ms to plan)", decision.run_key, (time.perf_counter() - started) * 1000)
-    return SensorResult(run_requests=[run_request(decision)], cursor=decision.cursor())
+    return SensorResult(run_requests=[run_request(decision, universe)], cursor=decision.cursor())

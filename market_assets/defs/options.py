@@ -79,6 +79,8 @@ GROUP = "options"
 IV_BOUNDS = (0.01, 5.0)
 OI_LOOKBACK_DAYS = 10  # OI older than this is not carried onto a snapshot (a delisted feed, not a fact)
 UNUSUAL_HISTORY_SNAPSHOTS = 20
+# underlyings whose raw chain snapshots are held at once (see `fetch_chain`): ~35k snapshots for 50
+CHAIN_BATCH_UNDERLYINGS = 50
 # Option quarantine records carry the contract symbol; the underlying they belong to is in the payload
 # (``underlying`` on chain snapshots, ``underlying_symbol`` on contract listings).
 QUARANTINE_OWNER = ("underlying", "underlying_symbol")
@@ -337,29 +339,41 @@ def option_contracts(
 def fetch_chain(
     alpaca: AlpacaResource, warehouse: WarehouseResource, window: Window, parameters: OptionParameters, run_id: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """(validated, flagged chain rows with open interest attached, quarantine records, rows fetched)."""
+    """(validated, flagged chain rows with open interest attached, quarantine records, rows fetched).
+
+    Streamed by batches of `CHAIN_BATCH_UNDERLYINGS` underlyings: the raw snapshots (with their payloads as
+    delivered) of one batch are validated and dropped before the next batch is fetched, so memory holds the
+    typed rows of the session plus one batch of raw payloads, not the raw payloads of every underlying (500
+    underlyings: ~350k snapshots). A chain's snapshots belong to one underlying, so validating per batch
+    rejects exactly what validating the whole session did; requests are the same (one chain per underlying).
+    """
     kept, quarantine, fetched = [], [], 0
     for session in window.sessions:
-        raws = [
-            fetch_option_chain(
-                alpaca,
-                u,
-                as_of=session,
-                feed=parameters.feed,
-                expiration_date_gte=session,
-                expiration_date_lte=session + timedelta(days=parameters.expiry_horizon_days),
-            )
-            for u in window.universe
-        ]
-        raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame()
-        if raw.empty:
-            continue
-        fetched += len(raw)
         since = session - timedelta(days=OI_LOOKBACK_DAYS)
-        oi = queries.latest_open_interest(warehouse, window.universe, since, session)
-        split = split_option_chain(attach_open_interest(coerce_raw_chain(raw, session), oi))
-        kept.append(split.valid.assign(run_id=run_id))
-        quarantine.append(quarantine_frame(CHAIN_SOURCE, split.rejected, raw["payload"], run_id))
+        oi: pd.DataFrame | None = None
+        for start in range(0, len(window.universe), CHAIN_BATCH_UNDERLYINGS):
+            raws = [
+                fetch_option_chain(
+                    alpaca,
+                    u,
+                    as_of=session,
+                    feed=parameters.feed,
+                    expiration_date_gte=session,
+                    expiration_date_lte=session + timedelta(days=parameters.expiry_horizon_days),
+                )
+                for u in window.universe[start : start + CHAIN_BATCH_UNDERLYINGS]
+            ]
+            raw = pd.concat(raws, ignore_index=True)
+            del raws
+            if raw.empty:
+                continue
+            fetched += len(raw)
+            if oi is None:  # one read per session, only when the session has any snapshot
+                oi = queries.latest_open_interest(warehouse, window.universe, since, session)
+            split = split_option_chain(attach_open_interest(coerce_raw_chain(raw, session), oi))
+            kept.append(split.valid.assign(run_id=run_id))
+            quarantine.append(quarantine_frame(CHAIN_SOURCE, split.rejected, raw["payload"], run_id))
+            del raw, split
     chain = _concat(kept, tables.OPTION_CHAIN.column_names)
     return conform(tables.OPTION_CHAIN, chain), _concat(quarantine, QUARANTINE_COLUMNS), fetched
 

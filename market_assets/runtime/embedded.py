@@ -138,11 +138,15 @@ def _postgres_alive(embedded: EmbeddedPostgres) -> bool:
 
 
 def create_database_if_missing(admin_conninfo: str, database: str) -> None:
-    """CREATE DATABASE cannot run in a transaction nor take IF NOT EXISTS, hence the check."""
+    """CREATE DATABASE cannot run in a transaction nor take IF NOT EXISTS, hence the check.
+
+    Two first runs started together both pass the check; the loser's CREATE fails with DuplicateDatabase, or,
+    when both are inside CREATE at once, a UniqueViolation on pg_database's name index: either way it exists.
+    """
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 

@@ -184,6 +184,22 @@ def _quarantine_sessions(rows: pd.DataFrame, default: date | None) -> pd.Series:
     return session.where(session.notna(), default)
 
 
+_SESSION_KEY = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.\.(\d{4}-\d{2}-\d{2}))?$")
+
+
+def _sessions_of_key(partition_key: str | None) -> tuple[date, date] | None:
+    """(first, last) of a partition key naming a session or a range of them; None for any other key."""
+    match = _SESSION_KEY.match(partition_key or "")
+    if match is None:
+        return None
+    try:
+        first = date.fromisoformat(match.group(1))
+        last = date.fromisoformat(match.group(2) or match.group(1))
+    except ValueError:
+        return None
+    return (first, last) if first <= last else None
+
+
 def _payload_owner(rows: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """The first of `keys` present in each row's payload (an option record's underlying), as the SQL coalesce."""
 
@@ -394,8 +410,13 @@ class WarehouseResource(ConfigurableResource):
         With `sessions` (issue 13, item 8), records are keyed by (dataset, owner, session) instead of the exact
         partition-range string: a write clears the records of the sessions it covers for those owners (only the
         `delivered` (owner, session) pairs, when given) plus those rejected again now, whichever window filed
-        them. Records filed before migration 030 (no session) still go by their partition key.
+        them. Records filed before migration 030 (no session) still go by their partition key. Without
+        `sessions`, a partition key that names sessions (``2024-03-04`` or ``2024-03-04..2024-03-08``, the
+        shape every partitioned asset uses) supplies them, so callers that upsert rather than replace a
+        partition (option contracts, corporate actions) are keyed by session too.
         """
+        if sessions is None:
+            sessions = _sessions_of_key(partition_key)
         owner_expr: sql.Composable = sql.Identifier("symbol")
         if owner:
             owner_expr = sql.SQL("coalesce({})").format(

@@ -133,3 +133,52 @@ def test_a_dropped_symbol_and_non_finite_values_arrive_as_delivered(
     assert set(raw["symbol"]) == {"AAPL"}
     first = raw.iloc[0]
     assert math.isinf(first["h"]) and first["v"] == 1e30
+
+
+@pytest.mark.timeout(30)
+def test_a_server_dripping_its_headers_is_cut_off_at_the_total_deadline(
+    sim: SimulatorServer, fault_proxy: FaultProxy
+) -> None:
+    """Each header byte arrives well within the per-read timeout, so only a total deadline can stop it."""
+    fault_proxy.faults = ProxyFaults(drip_headers_seconds=0.2)  # ~150 header bytes: ~30 s if nobody cuts it off
+    s = session(timeout=1.0, max_attempts=2)
+    started = time.monotonic()
+    with pytest.raises(AlpacaUnavailableError, match="deadline"):
+        get(s, sim, url(fault_proxy))
+    assert time.monotonic() - started < 3.5
+
+
+@pytest.mark.timeout(30)
+def test_dripped_headers_within_the_deadline_are_read_whole(sim: SimulatorServer, fault_proxy: FaultProxy) -> None:
+    """The watchdog cuts only late heads: a slow but timely one is parsed as usual (no spurious cut)."""
+    fault_proxy.faults = ProxyFaults(drip_headers_seconds=0.002, times=1)
+    s = session(timeout=10.0)
+    assert len(get(s, sim, url(fault_proxy)).json()["bars"]["AAPL"]) == 21
+    assert s.stats.retries == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_failing_for_one_symbol_isolates_that_symbol_only(
+    sim: SimulatorServer, fault_proxy: FaultProxy
+) -> None:
+    """Before: one failing request of a batch (up to 100+ symbols) failed every symbol of the run (item 9)."""
+    symbols = ["AAPL", "AMZN", "GOOG", "KO", "MSFT", "NVDA", "PEP", "SPY"]
+    fault_proxy.faults = ProxyFaults(fail_symbol="MSFT")
+    alpaca = alpaca_for(sim, data_url=fault_proxy.url, max_attempts=2)
+    raw = alpaca.fetch_bars(symbols, "1Day", START, END)
+    assert set(raw["symbol"]) == set(symbols) - {"MSFT"}
+    assert (raw.groupby("symbol").size() == 21).all()  # the good symbols whole, nothing duplicated
+    assert list(raw.attrs["failed_symbols"]) == ["MSFT"] and "500" in raw.attrs["failed_symbols"]["MSFT"]
+    # bisection: the batch, then halves down to MSFT (~log2(8) failing requests), not one request per symbol
+    assert fault_proxy.requests <= 2 * (1 + 3) + 4
+
+
+@pytest.mark.timeout(60)
+def test_an_outage_is_not_mistaken_for_bad_symbols(sim: SimulatorServer, fault_proxy: FaultProxy) -> None:
+    """Every request failing raises as before (bounded), instead of 'isolating' every symbol one by one."""
+    symbols = ["".join(chr(65 + (i // 26) % 26) + chr(65 + i % 26)) + "X" for i in range(64)]
+    fault_proxy.faults = ProxyFaults(truncate=True)
+    alpaca = alpaca_for(sim, data_url=fault_proxy.url, max_attempts=1)
+    with pytest.raises(AlpacaUnavailableError):
+        alpaca.fetch_bars(symbols, "1Day", START, END)
+    assert fault_proxy.requests <= 8  # log2(64) + 2 failures, not 127

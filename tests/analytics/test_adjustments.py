@@ -227,3 +227,31 @@ def test_trailing_dividend_yield_and_renames_and_unexplained_moves() -> None:
     assert flagged["move"].item() == pytest.approx(127.58 / 499.23 - 1, rel=1e-12)
     known = pd.DataFrame({"symbol": ["AAPL"], "ex_date": ["2020-08-31"]})
     assert adj.unexplained_moves(raw, known).empty
+
+
+def test_unique_ex_dates_fast_path_equals_the_groupby() -> None:
+    """The identity path for unique ex-dates gives exactly what the per-date aggregation gives (NaN rules too)."""
+    from market_assets.analytics.adjustments import _one_row_per_ex_date, _reasons
+
+    ex = np.array(["2024-03-01", "2024-01-02", "2024-06-03", "2024-09-04"], dtype="datetime64[D]")
+    frame = pd.DataFrame(
+        {
+            "ex_date": ex,
+            "split_factor": [2.0, np.nan, 1.0, 0.5],
+            "volume_factor": [0.5, 1.0, np.nan, 2.0],
+            "dividend_factor": [1.0, 0.99, 0.98, np.nan],
+            "prev_session": np.array(["2024-02-29", "NaT", "2024-05-31", "2024-09-03"], dtype="datetime64[D]"),
+            "prev_close": [10.0, np.nan, 12.0, 13.0],
+            "reason": [None, "no previous close", "", np.nan],
+        }
+    )
+    expected = frame.groupby("ex_date", sort=True).agg(
+        split_factor=("split_factor", "prod"),
+        volume_factor=("volume_factor", "prod"),
+        dividend_factor=("dividend_factor", "prod"),
+        prev_session=("prev_session", "first"),
+        prev_close=("prev_close", "first"),
+        actions=("split_factor", "size"),
+        reason=("reason", _reasons),
+    )
+    pd.testing.assert_frame_equal(_one_row_per_ex_date(frame), expected, check_exact=True)

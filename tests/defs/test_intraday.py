@@ -31,10 +31,13 @@ def ny(text: str) -> datetime:
     return pd.Timestamp(text, tz="America/New_York").to_pydatetime()
 
 
-def evaluate(instance: DagsterInstance, now: datetime, cursor: str | None) -> tuple[RunRequest | None, str | None, str]:
+def evaluate(
+    instance: DagsterInstance, now: datetime, cursor: str | None, warehouse: WarehouseResource
+) -> tuple[RunRequest | None, str | None, str]:
     """One tick: (run request or None, the cursor the daemon would store, skip message)."""
+    clock = MarketClockResource(now_override=now.isoformat())
     context = build_sensor_context(
-        cursor=cursor, instance=instance, resources={"market_clock": MarketClockResource(now_override=now.isoformat())}
+        cursor=cursor, instance=instance, resources={"market_clock": clock, "warehouse": warehouse}
     )
     result = intraday_refresh_sensor(context)
     if isinstance(result, SkipReason):
@@ -54,7 +57,9 @@ def instance() -> Iterator[DagsterInstance]:
         yield inst
 
 
-def test_sensor_over_a_half_day_a_holiday_and_a_full_day(instance: DagsterInstance) -> None:
+def test_sensor_over_a_half_day_a_holiday_and_a_full_day(
+    instance: DagsterInstance, warehouse: WarehouseResource
+) -> None:
     ticks = [
         # (New York time, expected run_key or None, expected cursor window end, words in the skip reason)
         ("2025-11-26 08:00:00", None, None, "before"),
@@ -76,7 +81,7 @@ def test_sensor_over_a_half_day_a_holiday_and_a_full_day(instance: DagsterInstan
     ]
     cursor: str | None = None
     for when, run_key, cursor_end, reason in ticks:
-        request, cursor, skip = evaluate(instance, ny(when), cursor)
+        request, cursor, skip = evaluate(instance, ny(when), cursor, warehouse)
         assert (request.run_key if request else None) == run_key, when
         assert window_of(cursor) == cursor_end, when
         assert reason in skip, (when, skip)
@@ -85,23 +90,25 @@ def test_sensor_over_a_half_day_a_holiday_and_a_full_day(instance: DagsterInstan
             assert pd.Timestamp(config["window_end"]) == pd.Timestamp(json.loads(cursor)["window_end"])  # type: ignore[arg-type]
 
 
-def test_crash_before_cursor_save_neither_duplicates_nor_loses_a_window(instance: DagsterInstance) -> None:
-    _, cursor, _ = evaluate(instance, ny("2025-11-26 10:00:10"), None)
+def test_crash_before_cursor_save_neither_duplicates_nor_loses_a_window(
+    instance: DagsterInstance, warehouse: WarehouseResource
+) -> None:
+    _, cursor, _ = evaluate(instance, ny("2025-11-26 10:00:10"), None, warehouse)
     assert window_of(cursor) == "2025-11-26 10:00"
-    first, _lost_cursor, _ = evaluate(instance, ny("2025-11-26 10:05:10"), cursor)
+    first, _lost_cursor, _ = evaluate(instance, ny("2025-11-26 10:05:10"), cursor, warehouse)
     assert first is not None and first.run_key == "intraday:2025-11-26:1000-1005"
     # the daemon crashes before storing `_lost_cursor`: the same tick is evaluated again
-    again, _, _ = evaluate(instance, ny("2025-11-26 10:05:40"), cursor)
+    again, _, _ = evaluate(instance, ny("2025-11-26 10:05:40"), cursor, warehouse)
     assert again is not None and again.run_key == first.run_key  # same key: Dagster will not launch it twice
     assert again.run_config == first.run_config
     # or the next tick comes a few minutes later: its window still starts at the saved cursor
-    later, later_cursor, _ = evaluate(instance, ny("2025-11-26 10:08:30"), cursor)
+    later, later_cursor, _ = evaluate(instance, ny("2025-11-26 10:08:30"), cursor, warehouse)
     assert later is not None and later.run_key == "intraday:2025-11-26:1000-1008"
     assert later.run_config["ops"]["refresh_minute_bars"]["config"]["window_start"] == pd.Timestamp(
         "2025-11-26 15:00", tz="UTC").isoformat()  # fmt: skip
     assert window_of(later_cursor) == "2025-11-26 10:08"
     # a garbage cursor is treated as "nothing requested yet today": the window restarts at the open
-    reset, _, _ = evaluate(instance, ny("2025-11-26 10:08:30"), "not json")
+    reset, _, _ = evaluate(instance, ny("2025-11-26 10:08:30"), "not json", warehouse)
     assert reset is not None and reset.run_key == "intraday:2025-11-26:0930-1008"
 
 
@@ -127,8 +134,10 @@ def test_refresh_runs_upsert_bars_indicators_and_cache(
         cursor = None
         for now in ("2026-06-30 10:00:20", "2026-06-30 10:20:20", "2026-06-30 10:21:05"):
             sim.clock = ny(now)
-            request, cursor, _ = evaluate(instance, ny(now), cursor)
+            request, cursor, _ = evaluate(instance, ny(now), cursor, warehouse)
             assert request is not None
+            # the universe is resolved at the tick and travels with the run, as the schedule's does (item 2)
+            assert request.tags["market/universe"] == "AAPL,MSFT,SPY"
             result = intraday_refresh_job.execute_in_process(
                 run_config=request.run_config, resources=resources, instance=instance,
                 tags={**request.tags, "dagster/run_key": request.run_key or ""},

@@ -59,8 +59,16 @@ def failed_checks(result) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ProxyFaults(drop_symbol="MSFT"),  # the answer lacks MSFT
+        ProxyFaults(fail_symbol="MSFT"),  # every request naming MSFT fails: before, the whole batch (AAPL too) did
+    ],
+    ids=["dropped", "request-fails"],
+)
 def test_a_symbol_the_source_dropped_keeps_its_history_and_is_named(
-    sim: SimulatorServer, fault_proxy: FaultProxy, warehouse: WarehouseResource
+    sim: SimulatorServer, fault_proxy: FaultProxy, warehouse: WarehouseResource, fault: ProxyFaults
 ) -> None:
     seed_symbols(["AAPL", "MSFT"], warehouse)
     assets = [daily_bars, technical_indicators]
@@ -71,7 +79,7 @@ def test_a_symbol_the_source_dropped_keeps_its_history_and_is_named(
     assert before["MSFT"][0] == 62 and indicators_before == 62
 
     # an outage, a delisting, an entitlement change: the source returns nothing for MSFT
-    fault_proxy.faults = ProxyFaults(drop_symbol="MSFT")
+    fault_proxy.faults = fault
     again = run(assets, {"alpaca": alpaca_for(sim, data_url=fault_proxy.url), "warehouse": warehouse}, window=WINDOW)
 
     after = bars_by_symbol(warehouse)

@@ -92,12 +92,8 @@ def test_concurrent_runs_with_different_universes_each_write_exactly_their_own(
         assert active_after == active_before
 
 
-@pytest.mark.timeout(900)
-def test_killed_runs_are_marked_failed_and_free_the_queue(
-    database_url: str, redis_url: str, tmp_path: Path, emptied_after: None
-) -> None:
-    """Item 3: kill -9 two runs mid-flight; they used to stay STARTED forever and hold both queue slots."""
-    env = environment(database_url, redis_url, tmp_path)
+def kill_two_runs_mid_step(database_url: str, env: dict[str, str]) -> dict[int, str]:
+    """Start two long `market-data run`s, kill -9 each inside its daily step; {pid: run_id}, both left STARTED."""
     long_window = ["--start", "2026-01-02", "--end", "2026-10-30", "--intraday-days", "0"]
     victims = [start(["run", "--symbols", s, *long_window], env) for s in ("JNJ", "WMT")]
     started: dict[int, str] = {}
@@ -106,7 +102,12 @@ def test_killed_runs_are_marked_failed_and_free_the_queue(
         for proc in victims:
             if proc.pid in started:
                 continue
-            runs = runs_tagged(database_url, "market/cli_pid", str(proc.pid))
+            if proc.poll() is not None:
+                raise AssertionError(f"a victim run exited by itself:\n{proc.communicate()[0][-3000:]}")
+            try:
+                runs = runs_tagged(database_url, "market/cli_pid", str(proc.pid))
+            except (psycopg.OperationalError, psycopg.errors.UndefinedTable):  # <db>_dagster not set up yet
+                continue
             # kill inside the long daily step (bars and technicals of ten months), not between steps
             if len(runs) >= 2 and runs[-1][1] == "STARTED":
                 os.kill(proc.pid, signal.SIGKILL)
@@ -117,6 +118,16 @@ def test_killed_runs_are_marked_failed_and_free_the_queue(
     assert len(started) == 2, "the runs never reached the daily step"
     for pid, run_id in started.items():
         assert runs_tagged(database_url, "market/cli_pid", str(pid))[-1] == (run_id, "STARTED")  # stuck
+    return started
+
+
+@pytest.mark.timeout(900)
+def test_killed_runs_are_marked_failed_and_free_the_queue(
+    database_url: str, redis_url: str, tmp_path: Path, emptied_after: None
+) -> None:
+    """Item 3: kill -9 two runs mid-flight; they used to stay STARTED forever and hold both queue slots."""
+    env = environment(database_url, redis_url, tmp_path)
+    started = kill_two_runs_mid_step(database_url, env)
 
     t0 = time.monotonic()
     survivor = start(["run", "--symbols", "AAPL", "--start", "2026-10-30", "--end", "2026-10-30",
@@ -130,3 +141,70 @@ def test_killed_runs_are_marked_failed_and_free_the_queue(
         in_progress = conn.execute("SELECT count(*) FROM runs WHERE status IN ('STARTED', 'STARTING')").fetchone()[0]
     assert in_progress == 0  # both QueuedRunCoordinator slots (max_concurrent_runs: 2) are free again
     print(f"recovered and completed in {time.monotonic() - t0:.1f}s")
+
+
+def run_status(database_url: str, run_id: str) -> str:
+    with psycopg.connect(dagster_storage(database_url)) as conn:
+        return conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_daemon_frees_the_slots_of_killed_runs_and_a_queued_run_completes(
+    database_url: str, redis_url: str, tmp_path: Path, emptied_after: None
+) -> None:
+    """Item 3 through the daemon: with nobody running the CLI again, two killed runs used to hold both
+    QueuedRunCoordinator slots forever ("Maximum is 2, won't launch more"); the daemon's dead_cli_runs_sensor
+    must free them so a queued run is launched and completes, within a bounded time."""
+    env = environment(database_url, redis_url, tmp_path)
+    started = kill_two_runs_mid_step(database_url, env)
+    parts = urlsplit(database_url)
+    daemon_env = {
+        **env,
+        # the project's instance as the CLI left it: its dagster.yaml (QueuedRunCoordinator, max 2; run monitoring)
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        # <db>_dagster, through psycopg2 as the CLI sets it (dagster-postgres's NOTIFY does not work on psycopg 3)
+        "DAGSTER_POSTGRES_URL": urlunsplit(
+            ("postgresql+psycopg2", parts.netloc, f"{parts.path}_dagster", parts.query, "")
+        ),
+    }
+    assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+    bin_dir = Path(sys.executable).parent
+    launched = subprocess.run(
+        [str(bin_dir / "dagster"), "job", "launch", "-m", "market_assets.definitions", "-j", "symbols_job",
+         "--config-json", '{"ops": {"symbols": {"config": {"seed_only": true}}}}'],
+        env=daemon_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    with psycopg.connect(dagster_storage(database_url)) as conn:
+        queued = conn.execute(
+            "SELECT run_id FROM runs WHERE pipeline_name = 'symbols_job' ORDER BY id DESC LIMIT 1"
+        ).fetchone()[0]
+    assert run_status(database_url, queued) == "QUEUED"  # both slots are held by the dead runs
+
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 (kept open for the daemon's lifetime)
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", "-m", "market_assets.definitions"],
+        cwd=tmp_path, env=daemon_env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        status = run_status(database_url, queued)
+        # bound: the sensor's first tick (at daemon start-up, then every 60 s), a dequeue, one short run
+        while status not in ("SUCCESS", "FAILURE", "CANCELED") and time.monotonic() - t0 < 240:
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(1)
+            status = run_status(database_url, queued)
+        elapsed = time.monotonic() - t0
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        log.close()
+    assert status == "SUCCESS", f"queued run {status} after {elapsed:.0f}s\n" + (
+        tmp_path / "daemon.log").read_text()[-3000:]  # fmt: skip
+    for run_id in started.values():
+        assert run_status(database_url, run_id) == "FAILURE"
+    print(f"daemon freed the queue; the queued run completed {elapsed:.1f}s after the daemon started")

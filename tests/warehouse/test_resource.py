@@ -10,6 +10,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from market_assets.analytics.options.rows import quarantine_frame
 from market_assets.warehouse.resource import WarehouseResource, copy_frame
 from market_assets.warehouse.tables import BARS_MINUTE, QUARANTINE, TABLES
 
@@ -285,3 +286,34 @@ def test_concurrent_writers_of_one_partition_serialise(warehouse: WarehouseResou
         assert list(pool.map(writer, range(16))) == [6] * 16
     back = stored(warehouse)
     assert len(back) == 6 and back["run_id"].nunique() == 1
+
+
+def contract_rejects(contract: str, sessions: list[str]) -> pd.DataFrame:
+    """Rejected contract listings as the option_contracts asset files them (no timestamp of their own)."""
+    rejected = pd.DataFrame(
+        {"symbol": contract, "snapshot_date": pd.to_datetime(sessions), "reason": "open_interest must be >= 0"}
+    )
+    payload = pd.Series([{"symbol": contract, "underlying_symbol": "KO"}] * len(sessions), index=rejected.index)
+    return quarantine_frame("option_contracts", rejected, payload, "r1")
+
+
+def test_option_contract_rejects_are_keyed_by_contract_and_session(warehouse: WarehouseResource) -> None:
+    """Issue 13, item 8 for option contracts: their rejects had no session, so they stayed keyed by the range
+    string and a later good write of the contract on a single day never cleared them."""
+    owner = ("underlying", "underlying_symbol")
+    contract = "KO240315C00060000"
+    filed = warehouse.replace_quarantine(
+        "option_contracts", "2024-03-04..2024-03-06", ["KO"], contract_rejects(contract, ["2024-03-04", "2024-03-05"]),
+        owner=owner,
+    )  # fmt: skip
+    assert filed == 2
+    # the schedule's single day 03-05 lists the contract cleanly: its 03-05 reject goes, 03-04's stays
+    warehouse.replace_quarantine("option_contracts", "2024-03-05", ["KO"], None, owner=owner)
+    back = warehouse.read_frame("SELECT symbol, session FROM market.quarantine WHERE dataset = 'option_contracts'")
+    assert back["symbol"].tolist() == [contract]
+    assert [d.isoformat() for d in back["session"]] == ["2024-03-04"]
+    # rejected again on 03-04 by another window: replaced, not duplicated
+    warehouse.replace_quarantine(
+        "option_contracts", "2024-03-01..2024-03-04", ["KO"], contract_rejects(contract, ["2024-03-04"]), owner=owner
+    )
+    assert warehouse.scalar("SELECT count(*) FROM market.quarantine WHERE dataset = 'option_contracts'") == 1

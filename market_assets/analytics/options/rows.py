@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-QUARANTINE_COLUMNS = ("source", "symbol", "ts", "payload", "reason", "run_id")
+QUARANTINE_COLUMNS = ("source", "symbol", "ts", "payload", "reason", "run_id", "session")
 
 
 def contract_rows(kept: pd.DataFrame) -> pd.DataFrame:
@@ -69,8 +69,17 @@ def attach_open_interest(typed: pd.DataFrame, oi: pd.DataFrame) -> pd.DataFrame:
 
 
 def quarantine_frame(source: str, rejected: pd.DataFrame, payload: pd.Series, run_id: str) -> pd.DataFrame:
-    """Quarantine records of rejected rows, each with the payload exactly as delivered."""
+    """Quarantine records of rejected rows, each with the payload exactly as delivered.
+
+    Each record carries the session it was requested for (the snapshot date), so the warehouse keys it by
+    (dataset, contract, session): a contract listing has no timestamp of its own, and without a session its
+    reject was keyed by the window's range string and never cleared by a later good write (issue 13, item 8).
+    """
     ts = rejected["quote_time"] if "quote_time" in rejected else pd.Series(pd.NaT, index=rejected.index)
+    if "snapshot_date" in rejected:
+        session = pd.to_datetime(rejected["snapshot_date"], errors="coerce").dt.date.astype(object)
+    else:
+        session = pd.Series(None, index=rejected.index, dtype=object)
     return pd.DataFrame(
         {
             "source": source,
@@ -79,6 +88,7 @@ def quarantine_frame(source: str, rejected: pd.DataFrame, payload: pd.Series, ru
             "payload": payload.loc[rejected.index],
             "reason": rejected["reason"],
             "run_id": run_id,
+            "session": session.where(session.notna(), None),
         },
         columns=list(QUARANTINE_COLUMNS),
     )
