@@ -149,28 +149,49 @@ def _months(sessions: tuple[date, date]) -> list[int]:
     return list(range(first, last + 1))
 
 
+# A write spanning more months than this takes one table-wide lock instead of a lock per month: every lock of a
+# transaction occupies the server's shared lock table (max_locks_per_transaction, 64 by default), and a 40-year history
+# in one write ran it out ("out of shared memory") on a stock PostgreSQL.
+_MAX_MONTH_LOCKS = 24
+_TABLE_WIDE = -1  # the advisory lock's second key for the whole table
+
+
 def lock_partition(conn: psycopg.Connection, table: str, sessions: tuple[date, date], wait_seconds: float) -> None:
     """Serialise writers of `table` whose sessions share a month; give up after `wait_seconds` with who holds it.
 
-    pg_try_advisory_xact_lock in a loop rather than a blocking lock under lock_timeout: the wait is bounded the
-    same way on every server, and the error can name the holder.
+    Two levels, so the number of locks stays bounded: a long write holds the table-wide key exclusively; a short one
+    holds it shared (so it waits for a long write and a long write waits for it) plus one key per month (so short
+    writes of different months proceed together). pg_try_advisory_xact_lock in a loop rather than a blocking lock
+    under lock_timeout: the wait is bounded the same way on every server, and the error can name the holder.
     """
     deadline = monotonic() + wait_seconds
-    for month in _months(sessions):
-        while not conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), %s)", (table, month)).fetchone()[0]:
-            if monotonic() > deadline:
-                holder = conn.execute(
-                    "SELECT a.pid, coalesce(a.application_name, ''), a.xact_start FROM pg_locks l"
-                    " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-                    " AND l.classid = hashtext(%s)::oid AND l.objid = %s::oid AND l.pid <> pg_backend_pid()",
-                    (table, month),
-                ).fetchone()
-                who = f"backend pid {holder[0]} (in a transaction since {holder[2]:%H:%M:%S})" if holder else "?"
-                raise WriteConflictError(
-                    f"another writer of {table} {month // 12}-{month % 12 + 1:02d} ({who}) did not finish within "
-                    f"{wait_seconds:.0f}s; nothing was written: re-run when it is done"
-                )
-            sleep(_LOCK_POLL_SECONDS)
+    months = _months(sessions)
+    if len(months) > _MAX_MONTH_LOCKS:
+        _acquire(conn, "pg_try_advisory_xact_lock", table, _TABLE_WIDE, deadline, wait_seconds)
+        return
+    _acquire(conn, "pg_try_advisory_xact_lock_shared", table, _TABLE_WIDE, deadline, wait_seconds)
+    for month in months:
+        _acquire(conn, "pg_try_advisory_xact_lock", table, month, deadline, wait_seconds)
+
+
+def _acquire(conn: psycopg.Connection, function: str, table: str, key: int, deadline: float, wait: float) -> None:
+    query = sql.SQL("SELECT {}(hashtext(%s), %s)").format(sql.Identifier(function))
+    while not conn.execute(query, (table, key)).fetchone()[0]:
+        if monotonic() > deadline:
+            holder = conn.execute(
+                "SELECT a.pid, coalesce(a.application_name, ''), a.xact_start FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.classid = hashtext(%s)::oid AND l.objid IN (%s::int::oid, %s::int::oid)"
+                " AND l.pid <> pg_backend_pid()",
+                (table, key, _TABLE_WIDE),
+            ).fetchone()
+            who = f"backend pid {holder[0]} (in a transaction since {holder[2]:%H:%M:%S})" if holder else "?"
+            what = "all months" if key == _TABLE_WIDE else f"{key // 12}-{key % 12 + 1:02d}"
+            raise WriteConflictError(
+                f"another writer of {table} {what} ({who}) did not finish within "
+                f"{wait:.0f}s; nothing was written: re-run when it is done"
+            )
+        sleep(_LOCK_POLL_SECONDS)
 
 
 def _quarantine_sessions(rows: pd.DataFrame, default: date | None) -> pd.Series:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from market_assets.warehouse.resource import to_conninfo
+from market_assets.warehouse.resource import WarehouseResource, to_conninfo
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -26,8 +26,9 @@ def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def test_run_materializes_the_graph_and_prints_a_summary(
-    database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    warehouse: WarehouseResource, database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`warehouse` empties every table first: `status` counts whole tables, which other tests share."""
     started = time.time()
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "MARKET_DATA_HOME": str(tmp_path)}
     for name in (
