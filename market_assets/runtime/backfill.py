@@ -106,11 +106,12 @@ def materialized_keys(
         records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
         for record in records:
             event = record.event_log_entry.dagster_event
-            if event is None or event.asset_key is None or event.partition is None:
+            materialization = event.step_materialization_data.materialization if event is not None else None
+            if materialization is None or materialization.partition is None:
                 continue
-            name = event.asset_key.to_user_string()
+            name = materialization.asset_key.to_user_string()
             if name in wanted:
-                done[name].add(event.partition)
+                done[name].add(materialization.partition)
     return done
 
 
