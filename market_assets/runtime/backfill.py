@@ -96,7 +96,9 @@ def materialized_keys(
     Why not the assets' materialized partitions: partitions are sessions, not (session, symbol); a run of other symbols
     materializes the same keys, and resuming from them would skip this universe's work (two concurrent runs of KO and
     PEP: the second found the window "complete" and wrote nothing). Runs of any status count: an interrupted run's
-    finished partitions are complete (each partition is written in one transaction).
+    finished partitions are complete (each partition is written in one transaction). A stop that lands after a chunk's
+    write committed but before Dagster recorded its materializations leaves that chunk unrecorded: the re-run redoes
+    it, which the writer's replace makes idempotent (Dagster's record, not the warehouse, is the truth here).
     """
     from dagster import DagsterEventType, RunsFilter
 
