@@ -33,6 +33,16 @@ from market_assets.defs.schedules import after_close_schedule, daily_market_job
 from market_assets.observability.dagster_logger import market_loggers
 from market_assets.warehouse.resource import WarehouseResource
 
+# How Dagster stores the events of a run over a partition range (read by Dagster from the environment, in whatever
+# process runs the steps: the CLI, a run worker, a Celery worker; all of them import this module first). Without
+# them a one-year backfill chunk of the five technicals assets stored 2,500 events one by one (1,250 "planned" ones
+# before the first step started): 27 s of a 53 s run. With them: one planned event per asset and run (a failed run's
+# partitions then read "missing", not "failed", in the UI; the run itself still reads failed) and each asset's
+# per-session materializations stored in one batch. `setdefault`: an operator's own value wins.
+DAGSTER_EVENT_SETTINGS = {"DAGSTER_EVENT_BATCH_SIZE": "1000", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"}
+for _name, _value in DAGSTER_EVENT_SETTINGS.items():
+    os.environ.setdefault(_name, _value)
+
 
 class SimulatedAlpacaResource(AlpacaResource):
     """The same client code pointed at the offline simulator, started in-process on first use (never at load)."""

@@ -252,8 +252,8 @@ def report(
         date_column="session",
         table=table,
         quarantined=result.rejected["ts"] if "ts" in result.rejected else pd.Series([], dtype=object),
-        table_rows=warehouse.count_rows(table, window)[0],
-        latest={"preview": MetadataValue.md(movers_preview(result.kept))},
+        table_rows=lambda: warehouse.count_rows(table, window)[0],
+        latest=lambda: {"preview": MetadataValue.md(movers_preview(result.kept))},
     )
     return run_totals(metadata, ("rows_written", "rows_fetched", "rows_quarantined", "symbols_with_data"))
 

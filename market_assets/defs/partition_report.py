@@ -11,13 +11,15 @@ backfill does not store it once per day.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableSchema
 
+from market_assets.defs.partitions import is_history_chunk
 from market_assets.warehouse import tables
 
 # PostgreSQL types in the registry -> the short names the UI's column-schema table shows
@@ -49,16 +51,19 @@ def _day(key: str) -> date:
     return date.fromisoformat(key[:10])
 
 
-def _dates(values: pd.Series) -> pd.Series:
-    """A date column (or New York-dated timestamps) as plain `date`s."""
+def _days(values: pd.Series) -> np.ndarray:
+    """A date column (or New York-dated timestamps) as `datetime64[D]`, vectorised: a one-year chunk has ~1M rows
+    (support/resistance), and turning each into a Python `date` cost 0.2 s per asset and chunk."""
     if values.empty:
-        return pd.Series([], dtype=object)
+        return np.array([], dtype="datetime64[D]")
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = pd.to_datetime(values)
         if stamps.dt.tz is not None:
-            stamps = stamps.dt.tz_convert("America/New_York")
-        return stamps.dt.date
-    return pd.to_datetime(values.astype(str)).dt.date
+            stamps = stamps.dt.tz_convert("America/New_York").dt.tz_localize(None)
+        return stamps.to_numpy(dtype="datetime64[D]")
+    if len(values) and isinstance(values.iloc[0], date):
+        return np.asarray(values.to_numpy(), dtype="datetime64[D]")
+    return pd.to_datetime(values.astype(str)).to_numpy(dtype="datetime64[D]")
 
 
 def report_partitions(
@@ -69,8 +74,8 @@ def report_partitions(
     symbol_column: str = "symbol",
     table: tables.Table | None = None,
     quarantined: pd.Series | None = None,
-    table_rows: int | None = None,
-    latest: Mapping[str, Any] | None = None,
+    table_rows: int | Callable[[], int] | None = None,
+    latest: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
 ) -> None:
     """Give each partition of the run its own rows, symbols and quarantined rows.
 
@@ -78,17 +83,26 @@ def report_partitions(
     `quarantined`: the dates (or New York timestamps) of the rows rejected by the run (None: not attributable to
     a partition, so no per-partition figure is claimed); `table_rows`: the table's
     row count after the write (`dagster/row_count`); `latest`: entries for the run's last partition only
-    (previews, charts: the latest materialization carries them, a backfill stores them once).
+    (previews, charts: the latest materialization carries them, a backfill stores them once). Both may be
+    callables, called only when needed: a backfill chunk that is not the last (`is_history_chunk`) has neither.
     """
     keys = partition_keys(context)
     if not keys:
         return
+    if is_history_chunk(context):  # skipped before they are computed: pass callables to save the work too
+        table_rows, latest = None, None
+    if callable(table_rows):
+        table_rows = table_rows()
+    if callable(latest):
+        latest = latest()
     per_day = (
-        rows.assign(_day=_dates(rows[date_column]).to_numpy()).groupby("_day")[symbol_column].agg(["size", "nunique"])
+        rows.assign(_day=_days(rows[date_column])).groupby("_day")[symbol_column].agg(["size", "nunique"])
         if len(rows)
         else pd.DataFrame(columns=["size", "nunique"])
     )
-    rejected = _dates(quarantined).value_counts() if quarantined is not None and len(quarantined) else pd.Series()
+    rejected = (
+        pd.Series(_days(quarantined)).value_counts() if quarantined is not None and len(quarantined) else pd.Series()
+    )
     shared: dict[str, Any] = {}
     if table is not None:
         shared["dagster/column_schema"] = column_schema(table)
@@ -96,14 +110,14 @@ def report_partitions(
     if table_rows is not None:
         shared["dagster/row_count"] = MetadataValue.int(int(table_rows))
     for key in keys:
-        day = _day(key)
+        day = pd.Timestamp(_day(key))
         n = int(per_day.at[day, "size"]) if day in per_day.index else 0
         metadata: dict[str, Any] = {
             **shared,
             "dagster/partition_row_count": MetadataValue.int(n),
             "rows_written": MetadataValue.int(n),
             "symbols_with_rows": MetadataValue.int(int(per_day.at[day, "nunique"]) if n else 0),
-            "partition": day.isoformat(),
+            "partition": key[:10],
         }
         if quarantined is not None:
             metadata["rows_quarantined"] = MetadataValue.int(int(rejected.get(day, 0)))

@@ -47,3 +47,15 @@ def partition_dates(context: AssetExecutionContext) -> tuple[date, date]:
     window is its own calendar day, so a range's last day is its last session."""
     window = context.partition_time_window
     return window.start.date(), (window.end - timedelta(days=1)).date()
+
+
+# A run the CLI starts for a backfill chunk that is not the last of its step. Its partitions get their own counts
+# as always, but no preview, chart or table-wide row count: those describe "the latest" materialization, and a
+# ten-year backfill used to render 2 s of charts and count a multi-million-row table in every one of its chunks
+# (the final chunk and every scheduled or UI run still carry them).
+HISTORY_CHUNK_TAG = "market/history_chunk"
+
+
+def is_history_chunk(context: AssetExecutionContext) -> bool:
+    """True in a CLI backfill chunk that is not the last of its step (see HISTORY_CHUNK_TAG)."""
+    return context.run.tags.get(HISTORY_CHUNK_TAG) == "true"

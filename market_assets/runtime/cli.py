@@ -107,8 +107,13 @@ def _materialize(
     run_config: dict[str, Any] | None = None,
     partition_range: tuple[date, date] | None = None,
     universe: Sequence[str] = (),
+    history_chunk: bool = False,
 ) -> StepOutcome:
-    """Run the named job (see `runtime.launch`: a run the UI lists under its job and can re-execute)."""
+    """Run the named job (see `runtime.launch`: a run the UI lists under its job and can re-execute).
+
+    `history_chunk`: a backfill chunk that is not the last of its step (no previews, charts or table counts; see
+    `defs.partitions.HISTORY_CHUNK_TAG`)."""
+    from market_assets.defs.partitions import HISTORY_CHUNK_TAG
     from market_assets.defs.universe import universe_tags
     from market_assets.runtime.launch import launch_job
     from market_assets.runtime.liveness import SOURCE_TAG, cli_run_tags
@@ -117,6 +122,8 @@ def _materialize(
     if partition_range:
         tags[PARTITION_RANGE_START_TAG] = partition_range[0].isoformat()
         tags[PARTITION_RANGE_END_TAG] = partition_range[1].isoformat()
+    if history_chunk:
+        tags[HISTORY_CHUNK_TAG] = "true"
     t0 = time.perf_counter()
     try:
         result = launch_job(job_name, instance=instance, run_config={**_run_logging(), **(run_config or {})}, tags=tags)
@@ -254,6 +261,7 @@ def _run_step_in_chunks(
                 run_config=run_config,
                 partition_range=(chunk.first, chunk.last),
                 universe=universe,
+                history_chunk=chunk is not chunks[-1],
             )
             parts.append(outcome)
             return ChunkResult(outcome.success, outcome.rows, outcome.interrupted, outcome)

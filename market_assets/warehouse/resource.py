@@ -9,6 +9,7 @@ server, and a failure anywhere leaves the previous data in place.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -102,6 +103,9 @@ def conform(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
             text = column.astype(object)
             out[name] = text.where(column.notna() & (column.astype(str) != ""), None)
     return out[list(table.column_names)]
+
+
+BAR_COLUMNS = ("symbol", "ts", "session", "open", "high", "low", "close", "volume", "trade_count", "vwap")
 
 
 def _check_table(table: str) -> str:
@@ -688,15 +692,47 @@ class WarehouseResource(ConfigurableResource):
     def read_bars(
         self, table: str, symbols: Sequence[str], start: date | datetime, end: date | datetime
     ) -> pd.DataFrame:
-        """Bars of `symbols` with session in [start, end], sorted, with pandas dtypes."""
-        frame = self.read_frame(
-            f"SELECT symbol, ts, session, open, high, low, close, volume, trade_count, vwap "
-            f"FROM {_check_table(table)} WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s "
-            "ORDER BY symbol, ts",
-            (list(symbols), start, end),
+        """Bars of `symbols` with session in [start, end], sorted, with pandas dtypes.
+
+        Why COPY to CSV and not `fetchall()`: building a frame from Python row tuples cost about 1 s per 250k
+        bars (a one-year technicals chunk of 500 symbols with its lookback); pandas' C parser reads the same rows
+        in a fraction of that. Timestamps travel as integer microseconds since the epoch (exact, no time zone
+        text to parse); `session` is returned as `datetime.date` values, as before.
+        """
+        query = sql.SQL(
+            "COPY (SELECT symbol, (extract(epoch FROM ts) * 1000000)::bigint AS ts_us, session, open, high, low, "
+            "close, volume, trade_count, vwap FROM {} WHERE symbol = ANY({}) AND session BETWEEN {} AND {} "
+            "ORDER BY symbol, ts) TO STDOUT (FORMAT csv, HEADER true)"
+        ).format(
+            sql.Identifier(*_check_table(table).split(".")),
+            sql.Literal(list(symbols)),
+            sql.Literal(start),
+            sql.Literal(end),
+        )
+        buffer = bytearray()
+        with self.connect() as conn, conn.cursor().copy(query) as copy:
+            for chunk in copy:
+                buffer += chunk
+        frame = pd.read_csv(
+            io.BytesIO(bytes(buffer)),
+            dtype={
+                "symbol": str,
+                "ts_us": "int64",
+                "session": str,
+                "volume": "float64",
+                "trade_count": "float64",
+                **{c: "float64" for c in ("open", "high", "low", "close", "vwap")},
+            },
+            keep_default_na=False,
+            na_values={c: [""] for c in ("open", "high", "low", "close", "volume", "trade_count", "vwap")},
         )
         if frame.empty:
-            return frame
+            return pd.DataFrame(columns=[*BAR_COLUMNS])
+        frame.insert(1, "ts", pd.to_datetime(frame.pop("ts_us"), unit="us", utc=True))
+        frame["session"] = pd.to_datetime(frame["session"], format="%Y-%m-%d").dt.date
+        frame["volume"] = frame["volume"].astype("int64")
+        frame["trade_count"] = frame["trade_count"].astype("Int64")
+        return frame
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
         frame["volume"] = frame["volume"].astype("int64")
         frame["trade_count"] = frame["trade_count"].astype("Int64")
