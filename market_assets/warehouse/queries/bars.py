@@ -13,6 +13,7 @@ from datetime import date
 import pandas as pd
 from psycopg import sql
 
+from market_assets.domain.sessions import NEW_YORK
 from market_assets.warehouse import tables
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -75,8 +76,12 @@ def daily_bars(
 
 def symbols_with_daily_bars_before(warehouse: WarehouseResource, symbols: Sequence[str], day: date) -> list[str]:
     """Which of `symbols` have a stored daily bar before `day`, sorted."""
+    # one primary-key probe per symbol (a daily bar is stamped at New York midnight of its session), not a scan of
+    # every symbol's history
     frame = warehouse.read_frame(
-        "SELECT DISTINCT symbol FROM market.bars_daily WHERE symbol = ANY(%s) AND session < %s", (list(symbols), day)
+        "SELECT u.symbol FROM unnest(%s::text[]) AS u(symbol) WHERE EXISTS (SELECT 1 FROM market.bars_daily b"
+        " WHERE b.symbol = u.symbol AND b.ts < (%s::timestamp AT TIME ZONE %s))",
+        (list(symbols), day, NEW_YORK),
     )
     return sorted(frame["symbol"]) if not frame.empty else []
 

@@ -14,6 +14,7 @@ from datetime import date
 import pandas as pd
 from psycopg import sql
 
+from market_assets.domain.sessions import NEW_YORK
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries.bars import ADJUSTED_RELATIONS
 from market_assets.warehouse.resource import WarehouseResource
@@ -91,15 +92,19 @@ def warmup_nulls(
         for name, need in warmup.items()
     )
     query = sql.SQL(
-        "WITH before AS (SELECT symbol, count(*) AS n0 FROM market.bars_daily "
-        "                WHERE symbol = ANY(%(u)s) AND session < %(first)s GROUP BY symbol), "
+        "WITH before AS (SELECT u.symbol, (SELECT count(*) FROM (SELECT 1 FROM market.bars_daily b "
+        "                WHERE b.symbol = u.symbol AND b.ts < (%(first)s::timestamp AT TIME ZONE %(tz)s) "
+        "                ORDER BY b.ts DESC LIMIT %(cap)s) x) AS n0 FROM unnest(%(u)s::text[]) AS u(symbol)), "
         "inside AS (SELECT symbol, ts, row_number() OVER (PARTITION BY symbol ORDER BY ts) AS k FROM market.bars_daily "
         "           WHERE symbol = ANY(%(u)s) AND session BETWEEN %(first)s AND %(last)s), "
         "h AS (SELECT inside.symbol, inside.ts, coalesce(before.n0, 0) + inside.k AS n "
         "      FROM inside LEFT JOIN before USING (symbol)) "
         "SELECT {tests} FROM h JOIN market.indicators_daily i USING (symbol, ts)"
     ).format(tests=tests)
-    row = warehouse.read_frame(query, {"u": list(universe), "first": first, "last": last})
+    # bars before the window are counted up to the largest warm-up only (all a test needs): a probe of the primary
+    # key per symbol, not a count over each symbol's whole history
+    cap = max(warmup.values(), default=0)
+    row = warehouse.read_frame(query, {"u": list(universe), "first": first, "last": last, "tz": NEW_YORK, "cap": cap})
     return {name: int(row.iloc[0][name]) for name in warmup}
 
 
