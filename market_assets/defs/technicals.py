@@ -108,7 +108,8 @@ def read_indicator_inputs(
     anchors = queries.obv_ad_anchors(warehouse, universe, start, first)
     anchored = set(anchors["symbol"])
     full = symbols_with_daily_bars_before(warehouse, [s for s in universe if s not in anchored], start)
-    windowed = [s for s in universe if s not in set(full)]
+    in_full = set(full)
+    windowed = [s for s in universe if s not in in_full]
     recent = (
         lookback[lookback["symbol"].isin(windowed)].reset_index(drop=True)
         if lookback is not None

@@ -51,7 +51,8 @@ def chart_markdown(
     `technicals` are computed from `bars` when not given (the patterns and levels assets do not
     compute them otherwise).
     """
-    symbols = [s for s in symbols if s in set(bars["symbol"])][:CHART_SYMBOLS]
+    present = set(bars["symbol"].unique())  # once: building it per candidate cost 0.4 s on 500 symbols
+    symbols = [s for s in symbols if s in present][:CHART_SYMBOLS]
     if not symbols:
         return "_no data to chart_"
     subset = bars[bars["symbol"].isin(symbols) & (bars["session"] <= last)]
