@@ -126,8 +126,12 @@ def details_texts(hits: PatternHits) -> list[str]:
     return out.tolist()
 
 
+# the dtype pandas infers for a column of strings (``str`` in pandas 3, object before)
+_TEXT = pd.Series(["text"]).dtype
+
+
 def _pattern_frame(hits: PatternHits, bars: pd.DataFrame, details: list[Any]) -> pd.DataFrame:
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "symbol": hits.symbols(),
             "ts": pd.to_datetime(hits.ts(), utc=True),
@@ -138,6 +142,9 @@ def _pattern_frame(hits: PatternHits, bars: pd.DataFrame, details: list[Any]) ->
             "session": bars["session"].array.take(hits.row),
         }
     )
+    if not len(frame):  # empty columns infer nothing: the dtypes a window without hits has always had
+        frame = frame.astype({"symbol": _TEXT, "pattern": _TEXT, "direction": _TEXT, "details": object})
+    return frame
 
 
 def pattern_rows(bars: pd.DataFrame, first: date, last: date, *, since: date) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -166,7 +173,8 @@ def pattern_rows(bars: pd.DataFrame, first: date, last: date, *, since: date) ->
     recent = _pattern_frame(recent_hits, bars, recent_hits.details())
     stored = hits.take(np.flatnonzero(in_range[rows]))
     # hits come sorted by symbol, ts and pattern; ties (same symbol, bar, pattern) go by strength
-    same = np.concatenate([[False], (np.diff(stored.pos) == 0) & (np.diff(stored.code) == 0)])
+    same = np.zeros(len(stored), dtype=bool)
+    same[1:] = (np.diff(stored.pos) == 0) & (np.diff(stored.code) == 0)
     stored = stored.take(np.lexsort((stored.strength(), np.cumsum(~same))))
     return _pattern_frame(stored, bars, details_texts(stored)), recent
 
