@@ -495,7 +495,16 @@ def _crossing(d1: float, d0: float, up: bool) -> bool:
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")
-def _ma_cross_hits(fast, slow, row, base, emit, ib, fb, cnt):  # type: ignore[no-untyped-def]
+def _ma_cross_hits(
+    fast: np.ndarray,
+    slow: np.ndarray,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """Golden/death crosses: ``fast - slow`` changes sign.  Strength: the fast average's 5-bar slope,
     full at 2%.  All golden crosses first, then the death crosses (the order of the list)."""
     n = fast.shape[0]
@@ -512,7 +521,17 @@ def _ma_cross_hits(fast, slow, row, base, emit, ib, fb, cnt):  # type: ignore[no
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")
-def _rsi_hits(r, upper, lower, row, base, emit, ib, fb, cnt):  # type: ignore[no-untyped-def]
+def _rsi_hits(
+    r: np.ndarray,
+    upper: float,
+    lower: float,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """RSI zone entries and exits; see :func:`rsi_signals`."""
     n = r.shape[0]
     for kind in range(4):  # overbought entry, overbought exit, oversold entry, oversold exit
@@ -533,7 +552,17 @@ def _rsi_hits(r, upper, lower, row, base, emit, ib, fb, cnt):  # type: ignore[no
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")
-def _macd_cross_hits(m, sig, close, row, base, emit, ib, fb, cnt):  # type: ignore[no-untyped-def]
+def _macd_cross_hits(
+    m: np.ndarray,
+    sig: np.ndarray,
+    close: np.ndarray,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """MACD crossing its signal line; strength |MACD| / (2% of price), capped at 1."""
     n = m.shape[0]
     for up in (True, False):
@@ -548,7 +577,20 @@ def _macd_cross_hits(m, sig, close, row, base, emit, ib, fb, cnt):  # type: igno
 
 
 @njit(cache=True, fastmath=False)
-def _breakout_hits(h, lo, c, rel_volume, window, scratch, row, base, emit, ib, fb, cnt):  # type: ignore[no-untyped-def]
+def _breakout_hits(
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    rel_volume: np.ndarray,
+    window: int,
+    scratch: np.ndarray,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """First close above the prior ``window`` bars' highest high / below their lowest low.
 
     ``scratch``: a (2, >= n) float buffer for the trailing extremes.
@@ -613,7 +655,23 @@ def _extreme_between(idx: np.ndarray, lo_i: int, hi_i: int, x: np.ndarray, is_ma
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")
-def _double_hits(h, lo, c, sh, sl, w, tolerance, min_depth, max_wait, row, base, emit, ib, fb, cnt):  # type: ignore[no-untyped-def]
+def _double_hits(
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    sh: np.ndarray,
+    sl: np.ndarray,
+    w: int,
+    tolerance: float,
+    min_depth: float,
+    max_wait: int,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """Double tops and bottoms; see :func:`double_tops_bottoms`."""
     n = c.shape[0]
     hi_idx = np.flatnonzero(sh)
@@ -666,7 +724,23 @@ def _double_hits(h, lo, c, sh, sl, w, tolerance, min_depth, max_wait, row, base,
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")
-def _head_shoulders_hits(h, lo, c, sh, sl, w, shoulder_tolerance, min_head, max_wait, row, base, emit, ib, fb, cnt):  # type: ignore[no-untyped-def]
+def _head_shoulders_hits(
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    sh: np.ndarray,
+    sl: np.ndarray,
+    w: int,
+    shoulder_tolerance: float,
+    min_head: float,
+    max_wait: int,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """Head and shoulders and the inverse; see :func:`head_and_shoulders`."""
     n = c.shape[0]
     hi_idx = np.flatnonzero(sh)
@@ -741,10 +815,31 @@ def _collect(detect: Any, n: int, *args: Any) -> tuple[np.ndarray, np.ndarray]:
 # every pattern of every symbol of a block in one call
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, fastmath=False)
-def _series_hits(  # type: ignore[no-untyped-def]
-    o, h, lo, c, fast, slow, rsi, macd, signal, rel_volume, row, base, emit, breakout_window, swing_window,
-    penetration, scratch, candles, sh, sl, ib, fb, cnt,
-):  # fmt: skip
+def _series_hits(
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    fast: np.ndarray,
+    slow: np.ndarray,
+    rsi: np.ndarray,
+    macd: np.ndarray,
+    signal: np.ndarray,
+    rel_volume: np.ndarray,
+    row: int,
+    base: int,
+    emit: np.ndarray,
+    breakout_window: int,
+    swing_window: int,
+    penetration: float,
+    scratch: np.ndarray,
+    candles: np.ndarray,
+    sh: np.ndarray,
+    sl: np.ndarray,
+    ib: np.ndarray,
+    fb: np.ndarray,
+    cnt: np.ndarray,
+) -> None:
     """Every pattern of one symbol's series (1-D arrays of its n bars), appended to the buffers."""
     n = o.shape[0]
     _candles_row(o, h, lo, c, penetration, scratch, candles)
@@ -765,10 +860,24 @@ def _series_hits(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=False)
-def _pattern_block_kernel(  # type: ignore[no-untyped-def]
-    o, h, lo, c, fast, slow, rsi, macd, signal, rel_volume, offsets, starts, emit, breakout_window, swing_window,
-    penetration,
-):  # fmt: skip
+def _pattern_block_kernel(
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    fast: np.ndarray,
+    slow: np.ndarray,
+    rsi: np.ndarray,
+    macd: np.ndarray,
+    signal: np.ndarray,
+    rel_volume: np.ndarray,
+    offsets: np.ndarray,
+    starts: np.ndarray,
+    emit: np.ndarray,
+    breakout_window: int,
+    swing_window: int,
+    penetration: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
     rows, width = o.shape
     ib = np.empty((0, _NI), dtype=np.int64)
     fb = np.empty((0, _NF))
