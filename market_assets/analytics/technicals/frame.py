@@ -240,7 +240,7 @@ def isoformat(stamps: pd.DatetimeIndex) -> list[str]:
     return [t.isoformat() for t in stamps]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PatternHits:
     """Pattern hits of a bar frame as flat arrays, ordered by symbol, ts and pattern name.
 
