@@ -49,7 +49,7 @@ from market_assets.analytics.technicals.rows import (
 )
 from market_assets.defs.checks import none_found_check
 from market_assets.defs.partition_report import report_partitions, run_totals
-from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
+from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, is_history_chunk, partition_dates
 from market_assets.defs.universe import run_universe
 from market_assets.domain.sessions import session_before, sessions_between
 from market_assets.reporting import technicals as report
@@ -288,7 +288,9 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
     universe = run_universe(context, warehouse)
     start = history_start(first, LOOKBACK_SESSIONS)
     bars = lookback_bars(context, warehouse, universe, first, last)
-    found, recent = pattern_rows(bars, first, last, since=history_start(last, report.CHART_SESSIONS))
+    # chart markers only where a chart is drawn (not in a backfill chunk that is not the last)
+    since = last if is_history_chunk(context) else history_start(last, report.CHART_SESSIONS)
+    found, recent = pattern_rows(bars, first, last, since=since)
     found["run_id"] = context.run.run_id
     result = warehouse.replace_partition(tables.PATTERNS, found, sessions=(first, last), symbols=universe)
     orphans = queries.pattern_orphans(warehouse, universe, first, last)
