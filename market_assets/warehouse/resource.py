@@ -671,7 +671,7 @@ class WarehouseResource(ConfigurableResource):
             names = [d.name for d in cur.description or []]
             return pd.DataFrame(cur.fetchall(), columns=names)
 
-    def scalar(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> Any:
+    def scalar(self, query: str | sql.Composable, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         with self.connect() as conn:
             row = conn.execute(query, params).fetchone()
             return row[0] if row else None

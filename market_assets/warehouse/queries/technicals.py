@@ -144,14 +144,18 @@ def level_violations(warehouse: WarehouseResource, universe: Sequence[str], firs
     adjusted levels and the raw close are on different scales.
     """
     bars = sql.Identifier(*ADJUSTED_RELATIONS[warehouse.price_adjustment].split("."))
+    # The window's bars first, as their own (materialized) relation: joined directly, the planner adjusted every bar
+    # of the table through the view before matching (165 s per one-year chunk at ten years of 500 symbols, 2 s so).
     query = sql.SQL(
+        "WITH b AS MATERIALIZED (SELECT symbol, session, ts, close FROM {} "
+        "                        WHERE symbol = ANY(%(u)s) AND session BETWEEN %(f)s AND %(l)s) "
         "SELECT count(*) FROM market.support_resistance s "
-        "JOIN {} b ON b.symbol = s.symbol AND b.session = s.as_of "
-        "WHERE s.symbol = ANY(%s) AND s.session BETWEEN %s AND %s AND NOT ("
+        "JOIN b ON b.symbol = s.symbol AND b.session = s.as_of "
+        "WHERE s.symbol = ANY(%(u)s) AND s.session BETWEEN %(f)s AND %(l)s AND NOT ("
         " ((s.kind = 'support' AND s.level <= b.close) OR (s.kind = 'resistance' AND s.level > b.close))"
         " AND s.last_touch <= b.ts AND s.first_touch <= s.last_touch)"
     ).format(bars)
-    return int(warehouse.scalar(query, (list(universe), first, last)))
+    return int(warehouse.scalar(query, {"u": list(universe), "f": first, "l": last}))
 
 
 def pivot_faults(warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date) -> dict[str, int]:
