@@ -5,21 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import talib
 
 from market_assets.analytics.technicals import patterns as pt
 from market_assets.analytics.technicals.frame import detect_patterns
-
-TALIB = {
-    "cdl_doji": talib.CDLDOJI,
-    "cdl_hammer": talib.CDLHAMMER,
-    "cdl_shooting_star": talib.CDLSHOOTINGSTAR,
-    "cdl_engulfing": talib.CDLENGULFING,
-    "cdl_morning_star": talib.CDLMORNINGSTAR,
-    "cdl_evening_star": talib.CDLEVENINGSTAR,
-    "cdl_3_white_soldiers": talib.CDL3WHITESOLDIERS,
-    "cdl_3_black_crows": talib.CDL3BLACKCROWS,
-}
+from tests.analytics.technicals.talib_candles import TALIB
 
 
 def _bars(n: int = 3000, seed: int = 3) -> pd.DataFrame:

@@ -19,17 +19,8 @@ talib = pytest.importorskip("talib")
 from market_assets.analytics.technicals import frame as tx  # noqa: E402
 from market_assets.analytics.technicals import patterns as pt  # noqa: E402
 from market_assets.analytics.technicals import rows as rw  # noqa: E402
+from tests.analytics.technicals.talib_candles import TALIB  # noqa: E402
 
-TALIB = {
-    "cdl_doji": talib.CDLDOJI,
-    "cdl_hammer": talib.CDLHAMMER,
-    "cdl_shooting_star": talib.CDLSHOOTINGSTAR,
-    "cdl_engulfing": talib.CDLENGULFING,
-    "cdl_morning_star": talib.CDLMORNINGSTAR,
-    "cdl_evening_star": talib.CDLEVENINGSTAR,
-    "cdl_3_white_soldiers": talib.CDL3WHITESOLDIERS,
-    "cdl_3_black_crows": talib.CDL3BLACKCROWS,
-}
 DAYS = pd.bdate_range("2019-01-01", periods=700)
 
 
