@@ -21,7 +21,7 @@ from dagster import (
 from market_assets.alpaca.resource import AlpacaResource, Endpoint
 from market_assets.cache.resource import CacheResource
 from market_assets.config import Settings, load_settings
-from market_assets.defs import bars, corporate_actions, options, technicals
+from market_assets.defs import bars, charts, corporate_actions, options, technicals
 from market_assets.defs import cache as cache_assets
 from market_assets.defs.freshness import freshness_checks, freshness_job, freshness_schedule
 from market_assets.defs.housekeeping import dead_cli_runs_sensor
@@ -110,7 +110,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 )
 
 defs = Definitions(
-    assets=load_assets_from_modules([bars, cache_assets, corporate_actions, options, technicals]),
+    assets=load_assets_from_modules([bars, cache_assets, charts, corporate_actions, options, technicals]),
     asset_checks=freshness_checks,
     jobs=[daily_market_job, daily_market_celery_job, intraday_refresh_job, freshness_job, *CLI_JOBS],
     sensors=[intraday_refresh_sensor, automation_sensor, dead_cli_runs_sensor],

@@ -37,7 +37,8 @@ def test_daily_job_covers_every_daily_asset_and_the_sensor_is_registered() -> No
     job_assets = {k.to_user_string() for k in repo.get_job("daily_market_job").asset_layer.selected_asset_keys}
     expected = {
         "daily_bars", "intraday_bars", "technical_indicators", "chart_patterns", "support_resistance_levels",
-        "pivot_levels", "option_contracts", "option_chain", "option_greeks", "options_flow", "market_cache",
+        "pivot_levels", "technicals_charts", "option_contracts", "option_chain", "option_greeks", "options_flow",
+        "market_cache",
     }  # fmt: skip
     assert expected <= job_assets and "symbols" not in job_assets
     sensor = repo.get_sensor_def("intraday_refresh_sensor")

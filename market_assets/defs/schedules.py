@@ -33,7 +33,7 @@ AFTER_CLOSE = timedelta(minutes=30)
 
 daily_market_job = define_asset_job(
     "daily_market_job",
-    selection=AssetSelection.groups("ingestion", "technicals", "options", "cache")
+    selection=AssetSelection.groups("ingestion", "technicals", "reporting", "options", "cache")
     - AssetSelection.assets("symbols")
     - AssetSelection.checks(*freshness_checks),  # they run on their own schedule (freshness_job)
     partitions_def=daily_partitions,

@@ -22,7 +22,7 @@ Why incremental equals full history:
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -49,7 +49,7 @@ from market_assets.analytics.technicals.rows import (
 )
 from market_assets.defs.checks import none_found_check
 from market_assets.defs.partition_report import report_partitions, run_totals
-from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, is_history_chunk, partition_dates
+from market_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_dates
 from market_assets.defs.universe import run_universe
 from market_assets.domain.sessions import session_before, sessions_between
 from market_assets.reporting import technicals as report
@@ -156,19 +156,6 @@ def indicator_checks(
     ]
 
 
-def render_chart(context: AssetExecutionContext, render: Callable[[], str]) -> MetadataValue:
-    """Render a chart; a chart never fails a run.
-
-    The rows are written and checked before this runs, so a plotting error only costs the picture
-    (logged as a warning), never the materialization.
-    """
-    try:
-        return MetadataValue.md(render())
-    except Exception as exc:  # cosmetic output: report, do not fail the data
-        context.log.warning("chart rendering failed: %r", exc)
-        return MetadataValue.md(f"_chart rendering failed: {exc!r}_")
-
-
 def _finish(
     context: AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -177,17 +164,15 @@ def _finish(
     t0: float,
     metadata: dict[str, Any],
     checks: list[AssetCheckResult],
-    *,
-    chart: Callable[[], str] | None = None,
 ) -> MaterializeResult:
-    """Each partition's own counts; preview and chart on the run's last partition (see `partition_report`)."""
+    """Each partition's own counts; the preview on the run's last partition (see `partition_report`).
+
+    No charts here: they are drawn from the stored rows by `technicals_charts` (defs/charts.py), off the data path.
+    """
     preview = metadata.pop("preview")
 
     def latest() -> dict[str, Any]:
-        entries = {"preview": preview() if callable(preview) else preview}
-        if chart is not None:
-            entries["chart"] = render_chart(context, chart)
-        return entries
+        return {"preview": preview() if callable(preview) else preview}
 
     first, last = partition_dates(context)
     report_partitions(
@@ -260,8 +245,7 @@ def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseRes
         "preview": lambda: MetadataValue.md(report.indicator_preview(frame, bars)),
     }
     context.log.info("technical_indicators %s..%s: %d rows, %d symbols in full", first, last, len(frame), len(full))
-    chart = lambda: report.movers_chart(frame, bars, technicals, last)  # noqa: E731
-    return _finish(context, warehouse, tables.INDICATORS_DAILY, frame, t0, metadata, checks, chart=chart)
+    return _finish(context, warehouse, tables.INDICATORS_DAILY, frame, t0, metadata, checks)
 
 
 @asset(
@@ -288,9 +272,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
     universe = run_universe(context, warehouse)
     start = history_start(first, LOOKBACK_SESSIONS)
     bars = lookback_bars(context, warehouse, universe, first, last)
-    # chart markers only where a chart is drawn (not in a backfill chunk that is not the last)
-    since = last if is_history_chunk(context) else history_start(last, report.CHART_SESSIONS)
-    found, recent = pattern_rows(bars, first, last, since=since)
+    found, _ = pattern_rows(bars, first, last, since=last)  # chart markers: read from the table by technicals_charts
     found["run_id"] = context.run.run_id
     result = warehouse.replace_partition(tables.PATTERNS, found, sessions=(first, last), symbols=universe)
     orphans = queries.pattern_orphans(warehouse, universe, first, last)
@@ -305,8 +287,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
         "preview": lambda: MetadataValue.md(report.pattern_preview(stored)),
     }
     checks = [none_found_check("patterns_on_bars", orphans, "orphans")]
-    chart = lambda: report.patterns_chart(stored, recent, bars, first, last)  # noqa: E731
-    return _finish(context, warehouse, tables.PATTERNS, stored, t0, metadata, checks, chart=chart)
+    return _finish(context, warehouse, tables.PATTERNS, stored, t0, metadata, checks)
 
 
 @asset(
@@ -348,8 +329,7 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
         "preview": lambda: MetadataValue.md(report.levels_preview(latest)),
     }
     checks = [none_found_check("levels_consistent", violations, "violations")]
-    chart = lambda: report.levels_chart(latest, bars, last)  # noqa: E731
-    return _finish(context, warehouse, tables.SUPPORT_RESISTANCE, levels, t0, metadata, checks, chart=chart)
+    return _finish(context, warehouse, tables.SUPPORT_RESISTANCE, levels, t0, metadata, checks)
 
 
 @asset(

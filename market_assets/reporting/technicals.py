@@ -1,7 +1,8 @@
 """What the technicals assets report: previews, counts and the price/indicator charts, as markdown.
 
-Pure presentation over frames the assets already hold (no I/O), kept out of `defs/` so the asset
-bodies stay read -> compute -> write -> report. Charts show at most `CHART_SYMBOLS` symbols over the
+Pure presentation over frames (no I/O), kept out of `defs/` so the asset bodies stay read -> compute -> write ->
+report. Previews describe the rows an asset just wrote; charts are drawn by their own asset (`defs/charts.py`) from
+the stored rows. Charts show at most `CHART_SYMBOLS` symbols over the
 last `CHART_SESSIONS` sessions; previews show `PREVIEW_ROWS` rows.
 """
 
@@ -12,7 +13,6 @@ from datetime import date
 
 import pandas as pd
 
-from market_assets.analytics.technicals.frame import compute_daily_technicals
 from market_assets.reporting.charts import technical_chart_markdown
 
 CHART_SYMBOLS = 3
@@ -38,29 +38,20 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4, empty: str = "_no rows_
 
 
 def chart_markdown(
-    bars: pd.DataFrame,
-    technicals: pd.DataFrame | None,
+    frame: pd.DataFrame,
     symbols: Sequence[str],
-    last: date,
     *,
     markers: pd.DataFrame | None = None,
     levels: pd.DataFrame | None = None,
 ) -> str:
-    """The price/volume/RSI/MACD chart of `symbols` up to `last`, as markdown.
+    """The price/volume/RSI/MACD chart of `symbols` (at most `CHART_SYMBOLS`) as markdown.
 
-    `technicals` are computed from `bars` when not given (the patterns and levels assets do not
-    compute them otherwise).
+    `frame`: bars joined with their stored indicators (`queries.technicals.chart_frame`).
     """
-    present = set(bars["symbol"].unique())  # once: building it per candidate cost 0.4 s on 500 symbols
+    present = set(frame["symbol"].unique())  # once: building it per candidate cost 0.4 s on 500 symbols
     symbols = [s for s in symbols if s in present][:CHART_SYMBOLS]
     if not symbols:
         return "_no data to chart_"
-    subset = bars[bars["symbol"].isin(symbols) & (bars["session"] <= last)]
-    if technicals is None:
-        technicals = compute_daily_technicals(subset)
-    frame = subset[["symbol", "ts", "session", "close", "volume"]].merge(
-        technicals[technicals["symbol"].isin(symbols)], on=["symbol", "ts"], how="inner"
-    )
     return technical_chart_markdown(frame, symbols, sessions=CHART_SESSIONS, markers=markers, levels=levels)
 
 
@@ -78,15 +69,11 @@ def indicator_preview(rows: pd.DataFrame, bars: pd.DataFrame) -> str:
     return markdown_table(latest[[c for c in INDICATOR_PREVIEW_COLUMNS if c in latest]].head(PREVIEW_ROWS))
 
 
-def movers_chart(rows: pd.DataFrame, bars: pd.DataFrame, technicals: pd.DataFrame, last: date) -> str:
-    """The chart of the latest session's biggest movers (|1-day return|, ties by symbol)."""
-    latest = _latest_with_close(rows, bars)
-    if not len(latest):
-        return "_no data to chart_"
-    movers = latest.assign(move=latest["return_1d"].abs()).sort_values(["move", "symbol"], ascending=[False, True])
-    symbols = movers["symbol"].tolist()[:CHART_SYMBOLS]
-    day = latest["session"].iloc[0]
-    return f"Biggest movers on {day}: {', '.join(symbols)}\n\n" + chart_markdown(bars, technicals, symbols, last)
+def movers_chart(frame: pd.DataFrame, movers: Sequence[str], day: date) -> str:
+    """The chart of the session's biggest movers (`queries.technicals.biggest_movers`)."""
+    if not movers:
+        return f"_no indicator rows on {day} to chart_"
+    return f"Biggest movers on {day}: {', '.join(movers)}\n\n" + chart_markdown(frame, movers)
 
 
 # --- chart_patterns ----------------------------------------------------------------------------
@@ -106,15 +93,14 @@ def pattern_preview(stored: pd.DataFrame) -> str:
     return markdown_table(preview[["symbol", "session", "pattern", "direction", "strength"]], empty="_no patterns_")
 
 
-def patterns_chart(stored: pd.DataFrame, recent: pd.DataFrame, bars: pd.DataFrame, first: date, last: date) -> str:
+def patterns_chart(frame: pd.DataFrame, busiest: Sequence[str], markers: pd.DataFrame, first: date, last: date) -> str:
     """The chart of the symbols with the most patterns in [first, last], recent patterns as markers."""
-    busiest = stored["symbol"].value_counts().index.tolist()[:CHART_SYMBOLS] if len(stored) else []
     if not busiest:
         return "_no patterns to chart_"
     return (
         f"Symbols with the most patterns in {first} .. {last}: {', '.join(busiest)} "
         f"(triangles: patterns of the last {CHART_SESSIONS} sessions)\n\n"
-        + chart_markdown(bars, None, busiest, last, markers=recent)
+        + chart_markdown(frame, busiest, markers=markers)
     )
 
 
@@ -139,14 +125,12 @@ def levels_preview(latest: pd.DataFrame) -> str:
     return markdown_table(latest.sort_values(["symbol", "level"])[columns].head(PREVIEW_ROWS))
 
 
-def levels_chart(latest: pd.DataFrame, bars: pd.DataFrame, last: date) -> str:
-    """The first symbols' charts with their latest levels drawn."""
+def levels_chart(frame: pd.DataFrame, latest: pd.DataFrame) -> str:
+    """The charts of the symbols in `latest` (`queries.technicals.levels_as_of`) with their levels drawn."""
     symbols = sorted(set(latest["symbol"]))[:CHART_SYMBOLS] if len(latest) else []
     if not symbols:
         return "_no levels to chart_"
-    return "Latest levels (dashed: green support, red resistance)\n\n" + chart_markdown(
-        bars, None, symbols, last, levels=latest
-    )
+    return "Latest levels (dashed: green support, red resistance)\n\n" + chart_markdown(frame, symbols, levels=latest)
 
 
 # --- pivot_levels ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,6 +30,7 @@ from alpaca_sim.server import SimulatorServer
 from market_assets.analytics.technicals.frame import LOOKBACK_SESSIONS, TECHNICAL_COLUMNS
 from market_assets.analytics.technicals.volume import daily_vwap
 from market_assets.defs.bars import daily_bars, intraday_bars
+from market_assets.defs.charts import technicals_charts
 from market_assets.defs.partitions import daily_partitions
 from market_assets.defs.technicals import (
     chart_patterns,
@@ -39,6 +41,9 @@ from market_assets.defs.technicals import (
     technical_indicators,
 )
 from market_assets.domain.sessions import sessions_between
+from market_assets.reporting import charts as charts_module
+from market_assets.reporting.technicals import CHART_SYMBOLS
+from market_assets.warehouse.queries import technicals as technicals_queries
 from market_assets.warehouse.resource import WarehouseResource
 from tests.fixtures.databases import truncate_all
 from tests.fixtures.pipeline import alpaca_for, check_results, run, seed_symbols
@@ -49,6 +54,7 @@ LATE_LISTING = ("XOM", date(2025, 6, 2))  # its older bars are deleted: a young 
 # starts before the lookback of the last days (2023-10-05 for 2025-12-24): the windowed path is exercised
 BARS_WINDOW = ("2023-09-01", "2025-12-31")
 FULL_WINDOW = ("2025-01-02", "2025-12-31")
+LAST = date(2025, 12, 31)
 # one by one, across Christmas and a weekend (which are not partitions: partitions are NYSE sessions),
 # skipping sessions (12-26, 12-30) so that the OBV/A-D anchor is not always the previous bar
 INCREMENTAL_DAYS = ["2025-12-23", "2025-12-24", "2025-12-29", "2025-12-31"]
@@ -195,7 +201,7 @@ def inline_png(markdown: str) -> bytes:
     return base64.b64decode(encoded.group(1))
 
 
-def test_full_run_checks_pass_and_metadata_has_a_chart(pipeline: Pipeline) -> None:
+def test_full_run_checks_pass_and_metadata_has_its_own_counts(pipeline: Pipeline) -> None:
     checks = check_results(pipeline.full_run)
     expected = {
         "technical_indicators.rsi_in_range",
@@ -225,13 +231,12 @@ def test_full_run_checks_pass_and_metadata_has_a_chart(pipeline: Pipeline) -> No
     assert meta["dagster/row_count"].value == len(pipeline.snapshot["market.indicators_daily"])
     assert "rsi" in {c.name for c in meta["dagster/column_schema"].value.columns}
     assert meta["lookback_sessions"].value == LOOKBACK_SESSIONS
-    # a range run stores its chart once, on the last partition's materialization (the latest), not once per session
+    # a range run stores its preview once, on the last partition's materialization (the latest), not once per session
     days = {e.partition: e.metadata for e in pipeline.full_run.asset_materializations_for_node("technical_indicators")}
-    assert "chart" not in days["2025-12-30"] and "preview" not in days["2025-12-30"]
+    assert "preview" not in days["2025-12-30"] and "preview" in days["2025-12-31"]
     assert not pipeline.full_run.asset_observations_for_node("technical_indicators")
-    for asset in ("technical_indicators", "chart_patterns", "support_resistance_levels"):
-        png = inline_png(materialization(pipeline.full_run, asset)["chart"].value)
-        assert png.startswith(b"\x89PNG") and len(png) < 150_000
+    for asset in ("technical_indicators", "chart_patterns", "support_resistance_levels"):  # drawn by technicals_charts
+        assert "chart" not in materialization(pipeline.full_run, asset)
 
     stored = pipeline.snapshot["market.indicators_daily"]
     assert stored["session"].min() == date(2025, 1, 2) and stored["session"].max() == date(2025, 12, 31)
@@ -241,6 +246,39 @@ def test_full_run_checks_pass_and_metadata_has_a_chart(pipeline: Pipeline) -> No
     assert len(pipeline.snapshot["market.patterns"]) > 50
     assert len(pipeline.snapshot["market.support_resistance"]) > 500
     assert len(pipeline.snapshot["market.pivot_points"]) == len(stored) - 1  # XOM's first bar has no previous
+
+
+def test_charts_draw_the_stored_rows_of_the_runs_last_session(pipeline: Pipeline) -> None:
+    """technicals_charts (its own asset, off the data path): the pictures of the run's last session, once."""
+    result = pipeline.materialize([technicals_charts], window=("2025-12-01", "2025-12-31"))
+    assert result.success
+    events = result.asset_materializations_for_node("technicals_charts")
+    assert [e.partition for e in events] == [d.isoformat() for d in sessions_between(date(2025, 12, 1), LAST)]
+    assert not {"movers", "patterns", "levels"} & set(events[0].metadata)  # stored once, on the last partition
+    meta = events[-1].metadata
+    dpi = charts_module._DPI_STEPS[0]
+    for name in ("movers", "patterns", "levels"):
+        png = inline_png(meta[name].value)
+        width, height = struct.unpack(">II", png[16:24])
+        assert (width, height) == (round(6.0 * CHART_SYMBOLS * dpi), round(8.6 * dpi)) and len(png) < 150_000, name
+
+    # the symbols drawn, computed independently from the stored bars and tables
+    bars = stored_bars(pipeline.warehouse)
+    bars["move"] = (bars["close"] / bars.groupby("symbol")["close"].shift(1) - 1.0).abs()
+    on_last = bars[bars["session"] == LAST].sort_values(["move", "symbol"], ascending=[False, True])
+    movers = on_last["symbol"].tolist()[:CHART_SYMBOLS]
+    assert f"Biggest movers on {LAST}: {', '.join(movers)}" in meta["movers"].value
+    patterns = pipeline.snapshot["market.patterns"]
+    december = patterns[patterns["session"] >= date(2025, 12, 1)].groupby("symbol").size().reset_index(name="n")
+    busiest = december.sort_values(["n", "symbol"], ascending=[False, True])["symbol"].tolist()[:CHART_SYMBOLS]
+    assert f"2025-12-01 .. {LAST}: {', '.join(busiest)} " in meta["patterns"].value
+    assert meta["charted_symbols"].value == sorted({*movers, *busiest, *UNIVERSE[:CHART_SYMBOLS]})
+
+    # what is drawn is what is stored: bars joined with their indicator rows on (symbol, ts)
+    frame = technicals_queries.chart_frame(pipeline.warehouse, ["AAPL"], date(2025, 7, 1), LAST)
+    stored = pipeline.snapshot["market.indicators_daily"].query("symbol == 'AAPL' and session >= @date(2025, 7, 1)")
+    assert len(frame) == len(stored) > 100
+    np.testing.assert_array_equal(frame["rsi"].to_numpy(dtype=float), stored["rsi"].to_numpy(dtype=float))
 
 
 @pytest.mark.parametrize("symbol", UNIVERSE)
@@ -295,8 +333,6 @@ def test_partitions_one_by_one_equal_the_full_run(pipeline: Pipeline) -> None:
         assert result.success, day
         assert all(check_results(result).values()), (day, check_results(result))
         meta = materialization(result, "technical_indicators")
-        if day == "2025-12-31":  # a single-partition run carries its chart in the materialization itself
-            assert inline_png(meta["chart"].value).startswith(b"\x89PNG")
         if i == 0:  # nothing stored before: OBV/A-D are read from each symbol's first bar
             assert meta["full_history_symbols"].value == len(UNIVERSE) - 1  # XOM's history is short anyway
         else:

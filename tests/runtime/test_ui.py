@@ -1,7 +1,7 @@
 """What a person sees in the Dagster UI, checked through the real UI server.
 
 `dagster-webserver` on a free port over the instance a run wrote to; its GraphQL API for the facts (each
-partition's own row count, the chart on the latest materialization and its pixel size); headless Chromium
+partition's own row count, the chart on the charts asset's latest materialization and its pixel size); headless Chromium
 (Debian's `chromium`) for the asset page itself.
 """
 
@@ -26,6 +26,7 @@ from dagster import DagsterInstance
 
 from alpaca_sim.server import SimulatorServer
 from market_assets.defs.bars import daily_bars
+from market_assets.defs.charts import technicals_charts
 from market_assets.defs.technicals import technical_indicators
 from market_assets.reporting import charts
 from market_assets.reporting.technicals import CHART_SYMBOLS
@@ -37,7 +38,7 @@ UNIVERSE = ["AAPL", "MSFT", "SPY"]
 CLOCK = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 QUERY = """
 query {
-  assetOrError(assetKey: {path: ["technical_indicators"]}) {
+  assetOrError(assetKey: {path: ["%s"]}) {
     ... on Asset {
       assetMaterializations(limit: 1) {
         partition
@@ -87,6 +88,7 @@ def ui(tmp_path: Path, warehouse: WarehouseResource, database_url: str, redis_ur
         resources = {"alpaca": alpaca_for(sim), "warehouse": warehouse}
         assert run([daily_bars], resources, window=("2025-11-03", "2026-01-14"), instance=instance).success
         assert run([technical_indicators], resources, window=("2026-01-05", "2026-01-14"), instance=instance).success
+        assert run([technicals_charts], resources, window=("2026-01-05", "2026-01-14"), instance=instance).success
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "DATABASE_URL": database_url, "REDIS_URL": redis_url}
     server = subprocess.Popen(
@@ -113,14 +115,18 @@ def ui(tmp_path: Path, warehouse: WarehouseResource, database_url: str, redis_ur
 
 def test_latest_materialization_carries_its_partition_and_a_readable_chart(ui: tuple[int, Path]) -> None:
     port, _ = ui
-    (latest,) = _graphql(port, QUERY)["assetOrError"]["assetMaterializations"]
+    (latest,) = _graphql(port, QUERY % "technical_indicators")["assetOrError"]["assetMaterializations"]
     entries = {e["label"]: e for e in latest["metadataEntries"]}
     assert latest["partition"] == "2026-01-14"
     # that partition's own rows, not the run's 8 sessions x 3 symbols
     assert entries["dagster/partition_row_count"]["intValue"] == len(UNIVERSE)
     assert entries["rows_written"]["intValue"] == len(UNIVERSE)
     assert entries["run_rows_written"]["intValue"] == 8 * len(UNIVERSE)
-    encoded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", entries["chart"]["mdStr"])
+    # the pictures: on the charts asset's latest materialization (drawn off the data path, defs/charts.py)
+    (latest,) = _graphql(port, QUERY % "technicals_charts")["assetOrError"]["assetMaterializations"]
+    entries = {e["label"]: e for e in latest["metadataEntries"]}
+    assert latest["partition"] == "2026-01-14"
+    encoded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", entries["movers"]["mdStr"])
     assert encoded, "the latest materialization carries the chart itself"
     width, height = _png_size(base64.b64decode(encoded.group(1)))
     # the intended size: one 6.0 in column per charted symbol, 8.6 in tall, at the first DPI step (>= 72: labels

@@ -1,4 +1,5 @@
-"""Named reads of the technicals assets: their inputs (OBV/A-D anchors, intraday VWAP) and their checks.
+"""Named reads of the technicals assets: their inputs (OBV/A-D anchors, intraday VWAP), their checks, and what
+their charts show.
 
 The checks run on what is stored (what SQL users and downstream assets read), not on the frame the
 asset wrote, so they also catch a writer or a schema that silently drops or alters rows. Every
@@ -11,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date
 
+import numpy as np
 import pandas as pd
 from psycopg import sql
 
 from market_assets.domain.sessions import NEW_YORK
 from market_assets.warehouse import tables
-from market_assets.warehouse.queries.bars import ADJUSTED_RELATIONS
+from market_assets.warehouse.queries.bars import ADJUSTED_RELATIONS, daily_bars
 from market_assets.warehouse.resource import WarehouseResource
 
 
@@ -173,3 +175,73 @@ def pivot_faults(warehouse: WarehouseResource, universe: Sequence[str], first: d
         {"u": list(universe), "f": first, "l": last},
     ).iloc[0]
     return {"unordered": int(row["unordered"]), "missing": int(row["missing"])}
+
+
+# --- what the charts show (defs/charts.py): small reads of the stored tables ------------------------------------
+
+CHART_COLUMNS = ("rsi", "macd", "macd_signal", "macd_hist", "sma_20", "sma_50", "sma_200", "bb_upper", "bb_lower",
+                 "volume_sma_20")  # fmt: skip
+
+
+def biggest_movers(warehouse: WarehouseResource, universe: Sequence[str], day: date, n: int) -> list[str]:
+    """The `n` symbols of `universe` with the largest |1-day return| on `day` (ties by symbol)."""
+    frame = warehouse.read_frame(
+        "SELECT symbol FROM market.indicators_daily WHERE symbol = ANY(%s) AND session = %s AND return_1d IS NOT NULL"
+        " ORDER BY abs(return_1d) DESC, symbol LIMIT %s",
+        (list(universe), day, n),
+    )
+    return frame["symbol"].tolist() if not frame.empty else []
+
+
+def busiest_pattern_symbols(
+    warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date, n: int
+) -> list[str]:
+    """The `n` symbols of `universe` with the most stored patterns dated in [first, last] (ties by symbol)."""
+    frame = warehouse.read_frame(
+        "SELECT symbol FROM market.patterns WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s"
+        " GROUP BY symbol ORDER BY count(*) DESC, symbol LIMIT %s",
+        (list(universe), first, last, n),
+    )
+    return frame["symbol"].tolist() if not frame.empty else []
+
+
+def pattern_markers(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
+    """(symbol, session, pattern, direction) of the stored patterns of `symbols` dated in [start, last]."""
+    frame = warehouse.read_frame(
+        "SELECT symbol, session, pattern, direction FROM market.patterns"
+        " WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s ORDER BY symbol, session",
+        (list(symbols), start, last),
+    )
+    return frame if not frame.empty else pd.DataFrame(columns=["symbol", "session", "pattern", "direction"])
+
+
+def levels_as_of(warehouse: WarehouseResource, universe: Sequence[str], day: date, n: int) -> pd.DataFrame:
+    """The stored levels as of `day` of the first `n` symbols (alphabetically) of `universe` that have any."""
+    frame = warehouse.read_frame(
+        "WITH firsts AS (SELECT DISTINCT symbol FROM market.support_resistance"
+        "                WHERE symbol = ANY(%(u)s) AND session = %(d)s ORDER BY symbol LIMIT %(n)s) "
+        "SELECT s.symbol, s.as_of, s.kind, s.level, s.touches, s.strength FROM market.support_resistance s"
+        " JOIN firsts USING (symbol) WHERE s.session = %(d)s ORDER BY s.symbol, s.level",
+        {"u": list(universe), "d": day, "n": n},
+    )
+    columns = ["symbol", "as_of", "kind", "level", "touches", "strength"]
+    return frame if not frame.empty else pd.DataFrame(columns=columns)
+
+
+def chart_frame(warehouse: WarehouseResource, symbols: Sequence[str], start: date, last: date) -> pd.DataFrame:
+    """Daily bars of `symbols` in [start, last] (MARKET_PRICE_ADJUSTMENT) joined with their stored indicators.
+
+    The stored rows, not a recomputation: the picture shows what SQL users read.
+    """
+    bars = daily_bars(warehouse, symbols, start, last)[["symbol", "ts", "session", "close", "volume"]]
+    indicators = warehouse.read_frame(
+        sql.SQL(
+            "SELECT symbol, ts, {} FROM market.indicators_daily WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s"
+        ).format(sql.SQL(", ").join(map(sql.Identifier, CHART_COLUMNS))),
+        (list(symbols), start, last),
+    )
+    if indicators.empty:
+        return bars.assign(**{c: np.nan for c in CHART_COLUMNS})
+    indicators["ts"] = pd.to_datetime(indicators["ts"], utc=True)
+    bars = bars.assign(ts=pd.to_datetime(bars["ts"], utc=True))
+    return bars.merge(indicators, on=["symbol", "ts"], how="left")
