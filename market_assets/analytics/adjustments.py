@@ -73,7 +73,7 @@ def action_factors(
     prev_session: np.ndarray,
     prev_close: np.ndarray,
 ) -> Factors:
-    """Factors of each action of ONE symbol.
+    """Factors of each action, row by row (rows may belong to different symbols: nothing here looks across rows).
 
     ``kind`` is ``'split'``, ``'stock_dividend'`` (rate in ``new_rate``), ``'cash_dividend'`` (amount in
     ``cash``) or anything else (no price effect). ``prev_close`` is the raw close of the last session before the
@@ -191,34 +191,8 @@ def _reasons(r: pd.Series) -> str | None:
     return "; ".join(sorted({x for x in r if isinstance(x, str)})) or None
 
 
-def _one_row_per_ex_date(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per ex-date: factors multiplied, the first previous session/close, the actions and their reasons.
-
-    Why a fast path: almost every symbol has at most one action per ex-date, and a pandas groupby with a
-    Python aggregation per symbol cost ~8 ms x 500 symbols on every daily run. With unique ex-dates the
-    aggregation is the identity, written out with the same NaN rules (a product of NaN alone is 1.0, as
-    pandas' `prod` skips NaN; the reason is the string itself, None when not a non-empty string).
-    """
-    if not frame["ex_date"].is_unique:
-        return frame.groupby("ex_date", sort=True).agg(
-            split_factor=("split_factor", "prod"),
-            volume_factor=("volume_factor", "prod"),
-            dividend_factor=("dividend_factor", "prod"),
-            prev_session=("prev_session", "first"),
-            prev_close=("prev_close", "first"),
-            actions=("split_factor", "size"),
-            reason=("reason", _reasons),
-        )
-    one = frame.sort_values("ex_date", kind="stable").set_index("ex_date")
-    agg = pd.DataFrame(index=one.index)
-    for name in ("split_factor", "volume_factor", "dividend_factor"):
-        values = one[name].to_numpy(dtype="float64")
-        agg[name] = np.where(np.isnan(values), 1.0, values)
-    agg["prev_session"] = one["prev_session"]
-    agg["prev_close"] = one["prev_close"]
-    agg["actions"] = np.ones(len(one), dtype="int64")
-    agg["reason"] = [x if isinstance(x, str) and x else None for x in one["reason"]]
-    return agg
+def _days(values: pd.Series) -> np.ndarray:
+    return pd.to_datetime(values).to_numpy().astype("datetime64[D]")
 
 
 def factor_table(actions: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
@@ -228,57 +202,77 @@ def factor_table(actions: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
     a price effect are ignored). ``closes``: ``symbol, session, close`` raw, covering at least the session
     before each ex-date. One row per (symbol, ex-date) with the factors of that date and the cumulative
     factors that apply to every bar before it; ``actions`` counts the actions behind the row.
+
+    Vectorised over all symbols at once (every run refreshes the universe's factors: a loop of pandas calls per
+    symbol cost ~2 ms x 500 symbols). Symbols are integer codes and (code, day) pairs one sortable integer, so
+    "the last close before each ex-date" is one ``searchsorted``, the actions of one (symbol, ex-date) one
+    ``reduceat``, and the cumulative factors a grouped reverse cumulative product: the same products, in the same
+    order, as `action_factors` and `cumulative_factors` on each symbol alone.
     """
     effect = actions["type"].map(PRICE_EFFECT)
     acts = actions.loc[effect.notna()].assign(kind=effect[effect.notna()])
-    out: list[pd.DataFrame] = []
-    closes = closes.sort_values(["symbol", "session"])
-    by_symbol = {s: g for s, g in closes.groupby("symbol", sort=False)}
-    for symbol, g in acts.groupby("symbol", sort=True):
-        ex = pd.to_datetime(g["ex_date"]).to_numpy().astype("datetime64[D]")
-        c = by_symbol.get(symbol)
-        if c is None:
-            sess = np.array([], dtype="datetime64[D]")
-            close = np.array([], dtype=float)
-        else:
-            sess = pd.to_datetime(c["session"]).to_numpy().astype("datetime64[D]")
-            close = c["close"].to_numpy(dtype=float)
-        i = np.searchsorted(sess, ex, side="left") - 1  # last session strictly before the ex-date
-        has = i >= 0
-        prev_session = np.where(has, sess[np.maximum(i, 0)] if len(sess) else ex, np.datetime64("NaT"))
-        prev_close = np.where(has, close[np.maximum(i, 0)] if len(close) else np.nan, np.nan)
-        f = action_factors(
-            ex,
-            g["kind"].to_numpy(),
-            g["new_rate"].to_numpy(dtype=float),
-            g["old_rate"].to_numpy(dtype=float),
-            g["cash_amount"].to_numpy(dtype=float),
-            prev_session,
-            prev_close,
-        )
-        frame = pd.DataFrame(
-            {
-                "ex_date": ex,
-                "split_factor": f.split_factor,
-                "volume_factor": f.volume_factor,
-                "dividend_factor": f.dividend_factor,
-                "prev_session": prev_session,
-                "prev_close": prev_close,
-                "reason": f.reason,
-            }
-        )
-        agg = _one_row_per_ex_date(frame)
-        _, cs, cv, cd = cumulative_factors(
-            agg.index.to_numpy(), agg["split_factor"], agg["volume_factor"], agg["dividend_factor"]
-        )
-        agg["cum_split_factor"], agg["cum_volume_factor"], agg["cum_dividend_factor"] = cs, cv, cd
-        out.append(agg.reset_index().assign(symbol=symbol))
-    if not out:
+    if acts.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in FACTOR_COLUMNS})
-    table = pd.concat(out, ignore_index=True)
-    table["ex_date"] = pd.to_datetime(table["ex_date"]).dt.date
-    table["prev_session"] = pd.to_datetime(table["prev_session"]).dt.date
-    table["actions"] = table["actions"].astype("int64")
+    names, codes = np.unique(acts["symbol"].astype(str).to_numpy(), return_inverse=True)
+    ex = _days(acts["ex_date"])
+    order = np.lexsort((ex, codes))  # by symbol, then ex-date; stable, so equal keys keep their input order
+    codes, ex = codes[order], ex[order]
+    acts = acts.iloc[order]
+
+    # the raw close of the last session strictly before each ex-date, same symbol
+    span = np.int64(1 << 32)  # days since 1970 fit well inside: code * span + day is one sortable key
+    known = closes.loc[closes["symbol"].isin(names)]
+    close_codes = np.searchsorted(names, known["symbol"].astype(str).to_numpy())
+    close_keys = close_codes.astype(np.int64) * span + _days(known["session"]).astype(np.int64)
+    by_key = np.argsort(close_keys, kind="stable")
+    close_keys = close_keys[by_key]
+    close_days = _days(known["session"])[by_key]
+    close_values = known["close"].to_numpy(dtype=float)[by_key]
+    i = np.searchsorted(close_keys, codes.astype(np.int64) * span + ex.astype(np.int64), side="left") - 1
+    has = i >= 0
+    has[has] = close_keys[i[has]] // span == codes[has]
+    j = np.maximum(i, 0)
+    prev_session = np.where(has, close_days[j] if len(close_days) else ex, np.datetime64("NaT"))
+    prev_close = np.where(has, close_values[j] if len(close_values) else np.nan, np.nan)
+
+    f = action_factors(
+        ex,
+        acts["kind"].to_numpy(),
+        acts["new_rate"].to_numpy(dtype=float),
+        acts["old_rate"].to_numpy(dtype=float),
+        acts["cash_amount"].to_numpy(dtype=float),
+        prev_session,
+        prev_close,
+    )
+    # one row per (symbol, ex-date): factors multiplied in input order, the first previous session/close
+    starts = np.flatnonzero(np.r_[True, (codes[1:] != codes[:-1]) | (ex[1:] != ex[:-1])])
+    sizes = np.diff(np.r_[starts, len(codes)])
+    products = [np.multiply.reduceat(x, starts) for x in (f.split_factor, f.volume_factor, f.dividend_factor)]
+    reasons = f.reason[starts].copy()
+    for k in np.flatnonzero(sizes > 1):  # rare: several actions on one ex-date
+        reasons[k] = _reasons(pd.Series(f.reason[starts[k] : starts[k] + sizes[k]]))
+    reasons = np.array([x if isinstance(x, str) and x else None for x in reasons], dtype=object)
+    group_codes = codes[starts]
+    # the factors that apply before each ex-date: the product over the symbol's ex-dates >= it, from the last back
+    cumulative = [
+        pd.Series(x[::-1]).groupby(group_codes[::-1], sort=False).cumprod().to_numpy()[::-1] for x in products
+    ]
+    table = pd.DataFrame(
+        {
+            "symbol": names[group_codes],
+            "ex_date": pd.to_datetime(ex[starts]).date,
+            "split_factor": products[0],
+            "volume_factor": products[1],
+            "dividend_factor": products[2],
+            "cum_split_factor": cumulative[0],
+            "cum_volume_factor": cumulative[1],
+            "cum_dividend_factor": cumulative[2],
+            "prev_session": pd.Series(pd.to_datetime(prev_session[starts])).dt.date,
+            "prev_close": prev_close[starts],
+            "actions": sizes.astype("int64"),
+            "reason": pd.Series(reasons, dtype=object),
+        }
+    )
     return table.loc[:, list(FACTOR_COLUMNS)]
 
 

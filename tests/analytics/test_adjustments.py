@@ -229,29 +229,78 @@ def test_trailing_dividend_yield_and_renames_and_unexplained_moves() -> None:
     assert adj.unexplained_moves(raw, known).empty
 
 
-def test_unique_ex_dates_fast_path_equals_the_groupby() -> None:
-    """The identity path for unique ex-dates gives exactly what the per-date aggregation gives (NaN rules too)."""
-    from market_assets.analytics.adjustments import _one_row_per_ex_date, _reasons
+def _factors_one_symbol_at_a_time(actions: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
+    """The definition written plainly: per symbol, the last close before each ex-date, each action's factor, the
+    actions of one ex-date multiplied, then a reverse cumulative product over the symbol's ex-dates."""
+    rows = []
+    for symbol, g in actions[actions["type"].map(adj.PRICE_EFFECT).notna()].groupby("symbol", sort=True):
+        c = closes[closes["symbol"] == symbol].sort_values("session")
+        per_date = []
+        for ex, acts in sorted(g.groupby("ex_date"), key=lambda kv: kv[0]):
+            before = c[c["session"] < ex]
+            prev_session = before["session"].iloc[-1] if len(before) else None
+            prev_close = float(before["close"].iloc[-1]) if len(before) else np.nan
+            f = adj.action_factors(
+                np.full(len(acts), np.datetime64(ex, "D")),
+                acts["type"].map(adj.PRICE_EFFECT).to_numpy(),
+                acts["new_rate"].to_numpy(dtype=float),
+                acts["old_rate"].to_numpy(dtype=float),
+                acts["cash_amount"].to_numpy(dtype=float),
+                np.full(len(acts), np.datetime64(prev_session or "NaT", "D")),
+                np.full(len(acts), prev_close),
+            )
+            reasons = sorted({r for r in f.reason if isinstance(r, str)})
+            per_date.append([symbol, ex, np.prod(f.split_factor), np.prod(f.volume_factor),
+                             np.prod(f.dividend_factor), prev_session, prev_close, len(acts),
+                             "; ".join(reasons) or None])  # fmt: skip
+        for k in (2, 3, 4):  # cumulative split, volume and dividend factors
+            cum = np.cumprod([r[k] for r in per_date][::-1])[::-1]
+            for r, value in zip(per_date, cum, strict=True):
+                r.append(value)
+        rows += per_date
+    columns = ["symbol", "ex_date", "split_factor", "volume_factor", "dividend_factor", "prev_session", "prev_close",
+               "actions", "reason", "cum_split_factor", "cum_volume_factor", "cum_dividend_factor"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
-    ex = np.array(["2024-03-01", "2024-01-02", "2024-06-03", "2024-09-04"], dtype="datetime64[D]")
-    frame = pd.DataFrame(
+
+def test_factor_table_of_many_symbols_equals_one_symbol_at_a_time() -> None:
+    """All symbols at once (the vectorised table) equals the definition applied to each symbol alone, on hostile
+    inputs: unsorted actions, several actions on one ex-date, invalid rates, missing and zero closes, a symbol
+    with no close at all, closes of symbols without actions, an action before the first close."""
+    rng = np.random.default_rng(7)
+    n = 300
+    actions = pd.DataFrame(
         {
-            "ex_date": ex,
-            "split_factor": [2.0, np.nan, 1.0, 0.5],
-            "volume_factor": [0.5, 1.0, np.nan, 2.0],
-            "dividend_factor": [1.0, 0.99, 0.98, np.nan],
-            "prev_session": np.array(["2024-02-29", "NaT", "2024-05-31", "2024-09-03"], dtype="datetime64[D]"),
-            "prev_close": [10.0, np.nan, 12.0, 13.0],
-            "reason": [None, "no previous close", "", np.nan],
+            "symbol": rng.choice(["AAA", "BB", "C.D", "ZZZ", "NOCLOSE"], n),
+            "type": rng.choice(
+                ["forward_split", "reverse_split", "stock_dividend", "cash_dividend", "spin_off", "name_change"], n
+            ),
+            "ex_date": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 40, n), "D")).date,
+            "new_rate": rng.choice([4.0, 1.0, 0.0, -1.0, np.nan, 0.05], n),
+            "old_rate": rng.choice([1.0, 10.0, 0.0, np.nan], n),
+            "cash_amount": rng.choice([0.5, 0.0, np.nan, 1000.0, 0.01], n),
         }
     )
-    expected = frame.groupby("ex_date", sort=True).agg(
-        split_factor=("split_factor", "prod"),
-        volume_factor=("volume_factor", "prod"),
-        dividend_factor=("dividend_factor", "prod"),
-        prev_session=("prev_session", "first"),
-        prev_close=("prev_close", "first"),
-        actions=("split_factor", "size"),
-        reason=("reason", _reasons),
+    m = 200
+    closes = pd.DataFrame(
+        {
+            "symbol": rng.choice(["AAA", "BB", "C.D", "ZZZ", "OTHER"], m),
+            "session": (pd.Timestamp("2024-01-05") + pd.to_timedelta(rng.integers(0, 45, m), "D")).date,
+            "close": rng.choice([10.0, 0.0, np.nan, 5.5, 20.0], m),
+        }
+    ).drop_duplicates(["symbol", "session"])
+    got = adj.factor_table(actions, closes)
+    expected = _factors_one_symbol_at_a_time(actions, closes)
+    assert len(got) == len(expected) > 50 and (got["actions"] > 1).any()
+    assert (
+        got["symbol"].tolist() == expected["symbol"].tolist()
+        and got["ex_date"].tolist() == expected["ex_date"].tolist()
     )
-    pd.testing.assert_frame_equal(_one_row_per_ex_date(frame), expected, check_exact=True)
+    for name in ("split_factor", "volume_factor", "dividend_factor", "prev_close", "cum_split_factor",
+                 "cum_volume_factor", "cum_dividend_factor"):  # fmt: skip
+        np.testing.assert_array_equal(got[name].to_numpy(dtype=float), expected[name].to_numpy(dtype=float), name)
+    assert [d if pd.notna(d) else None for d in got["prev_session"]] == expected["prev_session"].tolist()
+    assert got["actions"].tolist() == expected["actions"].tolist()
+    texts = [[r if isinstance(r, str) else None for r in frame["reason"]] for frame in (got, expected)]
+    assert texts[0] == texts[1] and any(texts[0])
+    assert adj.factor_table(actions[actions["type"] == "spin_off"], closes).empty
