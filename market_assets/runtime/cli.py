@@ -347,11 +347,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     export_environment(settings, endpoints)
     audit_settings(settings, endpoints.database_url, "market-data run")
 
-    from dagster import DagsterInstance
-
+    from market_assets.runtime.launch import cli_instance
     from market_assets.runtime.liveness import fail_dead_cli_runs
 
-    instance = DagsterInstance.get()
+    instance = cli_instance()
     for run_id in fail_dead_cli_runs(instance):
         _print(f"  {'recovered':<14} run {run_id} of a market-data process that died: marked failed")
     sessions = sessions_between(start, end)

@@ -23,6 +23,21 @@ LOCATION_NAME = MODULE  # the code location name `dagster dev -m market_assets.d
 REPOSITORY_NAME = "__repository__"  # what a Definitions object's repository is called
 # steps in this process, as `materialize` did: a subprocess per step re-imports the project (~20 s each)
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+POOL_RECYCLE_SECONDS = 3600  # a pooled connection older than this is replaced (server restarts, idle cut-offs)
+
+
+def cli_instance() -> DagsterInstance:
+    """The Dagster instance of a process that runs jobs one after another in itself (the CLI).
+
+    Why pooled: Dagster's PostgreSQL storages default to no connection pool (one instance per webserver request
+    must not hoard connections), so every stored event opened a new connection: about 1 s of a one-session run of
+    bars and technicals went to connection set-up. A CLI holds one instance for its whole life, so its storages
+    keep a small pool instead (what `dagster-webserver` does for itself); `statement_timeout` 0 leaves run steps
+    unbounded, as without the pool. A SQLite-backed instance ignores it.
+    """
+    instance = DagsterInstance.get()
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=4)
+    return instance
 
 
 def job_origin(job_name: str) -> RemoteJobOrigin:
