@@ -49,7 +49,8 @@ from market_assets.domain.occ import OCC_PATTERN
 from market_assets.live import tokens
 from market_assets.live.bus import Bus, bus_key, connect
 from market_assets.live.http import is_upgrade, respond, respond_json, respond_metrics
-from market_assets.live.leases import DEFAULT_LEASE_SECONDS, ConnectionLeases
+from market_assets.live.leases import DEFAULT_LEASE_SECONDS, ConnectionLeases, LeaseErrors
+from market_assets.observability import audit
 from market_assets.observability.metrics import ServeMetrics
 from market_assets.warehouse.resource import WarehouseResource
 
@@ -75,6 +76,11 @@ QUEUE_LIMIT = 5_000  # pending messages per client before 407: ~ seconds of trad
 SEND_TIMEOUT_SECONDS = 10.0  # a socket that accepts nothing for this long is a dead or stalled reader
 MAX_MESSAGE_BYTES = 1 << 20  # a subscribe list for thousands of symbols fits; a hostile payload does not
 TOKEN_RECHECK_SECONDS = 5.0
+# stop: each step has its own deadline, so SIGTERM ends the process within a few seconds whatever the clients do
+STOP_CLIENTS_SECONDS = 2.0  # close handshakes; then the remaining sockets are aborted
+STOP_LEASES_SECONDS = 2.0  # the releases of every slot this process held
+STOP_AUDIT_SECONDS = 3.0  # the audit rows still queued (one transaction)
+AUDIT_QUEUE_LIMIT = 100_000  # rows waiting while the warehouse is down; beyond, new rows are counted and dropped
 # the kernel's send buffer is part of a client's queue: autotuned it grows to MBs per socket (GBs at 1,000
 # clients) and hides a stalled reader for a long time; capped, the pending buffer sees the backlog and conflates it
 SEND_BUFFER_BYTES = 128 * 1024
@@ -203,7 +209,12 @@ class FanoutServer:
         self.events = 0
         self.latencies_ms: list[float] = []  # bus publish -> written to the sockets (or to a writer)
         self.metrics = ServeMetrics()  # served on /metrics (names and meaning: observability.metrics)
-        self._audits: set[asyncio.Task[None]] = set()
+        # websocket audit rows, written by one task in one transaction per batch: a burst of 1,000 disconnects
+        # is one connection and one commit, not 1,000 (each on its own connection, which slowed stops by > 20 s)
+        self._audit_rows: list[tuple[str, str | None, dict[str, Any]]] = []
+        self._audit_wake = asyncio.Event()
+        self._audit_writing = False
+        self._conns: set[ServerConnection] = set()
         self.bus: Bus | None = None
         self.bound = asyncio.Event()
         self._dirty: list[_Client] = []
@@ -218,8 +229,9 @@ class FanoutServer:
         self._stop = asyncio.Event()
         client = connect(self.cache.resolved_url(), socket_connect_timeout=2)
         self.bus = Bus(client, bus_key(self.cache.key_prefix))
-        self.leases = ConnectionLeases(client, self.cache.key_prefix, lease_seconds=self.lease_seconds)
-        async with serve(
+        self.leases = ConnectionLeases(client, self.cache.key_prefix, lease_seconds=self.lease_seconds,
+                                       on_error=self.metrics.errors.labels("leases").inc)  # fmt: skip
+        server = await serve(
             self._handle,
             self.host,
             self.port,
@@ -229,19 +241,62 @@ class FanoutServer:
             max_size=MAX_MESSAGE_BYTES,
             max_queue=64,
             compression=None,
-        ) as server:
-            self._server = server
-            self.port = next(iter(server.sockets)).getsockname()[1]
-            tasks = [asyncio.create_task(self._fanout()), asyncio.create_task(self._recheck_tokens()),
-                     asyncio.create_task(self._renew_leases())]  # fmt: skip
-            self.bound.set()
+        )
+        self._server = server
+        self.port = next(iter(server.sockets)).getsockname()[1]
+        tasks = [asyncio.create_task(self._fanout()), asyncio.create_task(self._recheck_tokens()),
+                 asyncio.create_task(self._renew_leases())]  # fmt: skip
+        audits = asyncio.create_task(self._audit_loop())
+        self.bound.set()
+        try:
             await self._stop.wait()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            server.close()
-            await self._release_all()
-        await client.aclose()
+        finally:
+            await self._shutdown(server, tasks, audits)
+            await client.aclose()
+
+    async def _shutdown(self, server: Server, tasks: list[asyncio.Task[None]], audits: asyncio.Task[None]) -> None:
+        """Bounded steps, each logged with its duration: SIGTERM ends the process in a few seconds."""
+        started = time.monotonic()
+        log.info("stopping: %d client(s), %d lease(s) held, %d audit row(s) queued", len(self.clients),
+                 sum(len(m) for m in self.leases.held().values()) if self.leases else 0,
+                 len(self._audit_rows))  # fmt: skip
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        step = time.monotonic()
+        server.close()  # stops accepting, sends 1001 to every client, waits for the handlers
+        try:
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), STOP_CLIENTS_SECONDS)
+        except TimeoutError:
+            left = [c for c in self._conns if c.transport is not None]
+            log.warning("stop: %d client(s) did not finish the close handshake in %.0f s: aborted", len(left),
+                        STOP_CLIENTS_SECONDS)  # fmt: skip
+            for conn in left:
+                conn.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(server.wait_closed()), 1.0)
+        log.info("stop: clients closed in %.2f s", time.monotonic() - step)
+        step = time.monotonic()
+        if self.leases is not None:
+            left = await self.leases.close(STOP_LEASES_SECONDS)
+            if left:
+                log.error("stop: %d connection lease(s) not released within %.0f s: they expire by themselves "
+                          "within %.0f s", left, STOP_LEASES_SECONDS, self.lease_seconds)  # fmt: skip
+            else:
+                log.info("stop: connection leases released in %.2f s", time.monotonic() - step)
+        step = time.monotonic()
+        deadline = step + STOP_AUDIT_SECONDS
+        while (self._audit_rows or self._audit_writing) and time.monotonic() < deadline:
+            self._audit_wake.set()
+            await asyncio.sleep(0.02)
+        if self._audit_rows or self._audit_writing:
+            log.error("stop: audit rows still queued after %.0f s: %d not written", STOP_AUDIT_SECONDS,
+                      len(self._audit_rows))  # fmt: skip
+        else:
+            log.info("stop: audit rows written in %.2f s", time.monotonic() - step)
+        audits.cancel()
+        await asyncio.gather(audits, return_exceptions=True)
+        log.info("stopped in %.2f s", time.monotonic() - started)
 
     def stop(self) -> None:
         """Thread-safe and idempotent."""
@@ -294,6 +349,7 @@ class FanoutServer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        self._conns.add(conn)
         writer = asyncio.create_task(self._writer(client))
         timeout = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout, client)
         self._push(client, _Encoded({"T": "success", "msg": "connected"}))
@@ -305,6 +361,7 @@ class FanoutServer:
         except ConnectionClosed:
             pass
         finally:
+            self._conns.discard(conn)
             timeout.cancel()
             self._forget(client)
             writer.cancel()
@@ -447,71 +504,64 @@ class FanoutServer:
             try:
                 client.lease = await self.leases.acquire(token.key, token.max_connections)
                 return client.lease is not None
-            except (aioredis.RedisError, OSError) as exc:
+            except LeaseErrors as exc:
                 log.warning("connection lease for token %s not taken (%s): counting this process only", token.name,
                             exc)  # fmt: skip
                 self.metrics.errors.labels("leases").inc()
         return self._per_token[token.key] < token.max_connections
 
     def _release(self, client: _Client) -> None:
-        """Give the client's slot back, off the caller's path; a failure only delays it to the lease's end."""
+        """Give the client's slot back: queued, written in batches and retried by the leases (never dropped)."""
         lease, token = client.lease, client.token
         client.lease = None
-        if lease is None or token is None or self.leases is None:
-            return
-        leases = self.leases
-
-        async def release() -> None:
-            try:
-                await leases.release(token.key, lease)
-            except (aioredis.RedisError, OSError) as exc:
-                log.warning("connection lease %s not released (%s): it expires by itself", lease, exc)
-
-        task = asyncio.get_running_loop().create_task(release())
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
+        if lease is not None and token is not None and self.leases is not None:
+            self.leases.release(token.key, lease)
 
     async def _renew_leases(self) -> None:
         """The heartbeat of this process's leases: a process that stops renewing (crashed) frees its slots."""
         assert self.leases is not None
         while True:
             await asyncio.sleep(self.leases.heartbeat_seconds)
-            held: dict[str, list[str]] = {}
-            for client in self.clients:
-                if client.lease is not None and client.token is not None:
-                    held.setdefault(client.token.key, []).append(client.lease)
             try:
-                await self.leases.renew(held)
-            except (aioredis.RedisError, OSError) as exc:
+                await self.leases.renew()
+            except LeaseErrors as exc:
                 log.warning("connection leases not renewed (%s); retrying", exc)
                 self.metrics.errors.labels("leases").inc()
 
-    async def _release_all(self) -> None:
-        """A clean shutdown frees its slots at once instead of at the leases' end."""
-        for client in list(self.clients):
-            self._release(client)
-        if self._audits:
-            await asyncio.gather(*list(self._audits), return_exceptions=True)
-
     def _audit(self, action: str, client: _Client, **details: Any) -> None:
-        """A websocket audit row, written off the event loop; a warehouse outage is logged, never raised."""
+        """Queue a websocket audit row for the audit task; a warehouse outage is logged, never raised."""
         token = client.token
         row = {"peer": str(client.conn.remote_address), **details}
         if token is not None:
             row["token_name"] = token.name
+        if len(self._audit_rows) >= AUDIT_QUEUE_LIMIT:
+            self.metrics.errors.labels("audit").inc()
+            return
+        subject = token.key if token else row.get("key")  # an auth failure: the key that was tried
+        self._audit_rows.append((action, subject, row))
+        self._audit_wake.set()
 
-        async def write() -> None:
+    async def _audit_loop(self) -> None:
+        """Write the queued audit rows: every row that accumulated in one transaction on one connection."""
+        while True:
+            await self._audit_wake.wait()
+            self._audit_wake.clear()
+            rows, self._audit_rows = self._audit_rows, []
+            if not rows:
+                continue
+            self._audit_writing = True
             try:
-                subject = token.key if token else row.get("key")  # an auth failure: the key that was tried
-                await asyncio.to_thread(self.warehouse.audit, "websocket", action, actor="serve",
-                                        subject=subject, details=row)  # fmt: skip
+                await asyncio.to_thread(self._write_audits, rows)
             except Exception as exc:
-                log.warning("audit row (websocket %s) not written: %s", action, exc)
+                log.warning("%d audit row(s) (websocket) not written: %s", len(rows), exc)
                 self.metrics.errors.labels("audit").inc()
+            finally:
+                self._audit_writing = False
 
-        task = asyncio.get_running_loop().create_task(write())
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
+    def _write_audits(self, rows: list[tuple[str, str | None, dict[str, Any]]]) -> None:
+        with self.warehouse.connect() as conn:
+            for action, subject, details in rows:
+                audit.record(conn, "websocket", action, actor="serve", subject=subject, details=details)
 
     def _subscribe(self, client: _Client, msg: dict[str, Any], add: bool) -> None:
         assert client.token is not None
