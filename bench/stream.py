@@ -1,4 +1,4 @@
-"""Benchmark: the WebSocket fan-out (`market-data serve`) at 1,000 clients, one process vs two.
+"""Benchmark: the WebSocket fan-out (`market-data serve`) at 1,000 clients, one process, then two.
 
 One run: a private Redis (the bus) and the embedded PostgreSQL (tokens) in a scratch folder; N real
 `market-data serve` OS processes; ``--client-procs`` client processes holding ``--clients`` WebSocket clients in
@@ -6,28 +6,36 @@ total (asyncio + websockets, Alpaca's protocol, msgpack as alpaca-py speaks it):
 and subscribes to the quotes of ``--subs`` of the ``--symbols`` symbols (every symbol has the same number of
 subscribers). The publisher appends quotes to the bus as the ingest service does (micro-batches, one XADD every
 ``--tick-ms``), each quote's ``t`` being its publish time, so a client's latency is source message (bus publish)
--> decoded at the client, clocks shared. Deliveries = quotes decoded by clients.
+-> received at the client, clocks shared. Deliveries = quotes received by clients.
 
-Per configuration (1 then 2 serve processes) two steps:
+The clients are cheap on purpose (on 2 shared cores they, not serve, are the first limit): a frame is not decoded;
+its quotes are counted and their ``t`` read straight from the msgpack bytes (each quote's ``"t"`` key followed by
+a timestamp64 extension), so a delivery costs the client a few C-level byte scans and two array appends.
 
-* **target**: the quote rate that gives ``--per-process`` deliveries/s per serve process (20,000 by default):
-  deliveries/s, p50/p99 latency, serve CPU (of one core, from /proc via psutil);
-* **capacity**: ``--overload`` times that rate, so that a serve process is saturated: what it delivers then is
-  its capacity (quotes conflate per client and symbol, so the surplus is dropped, not queued); the ratio of the
-  two configurations' capacities is the scaling figure.
+Per configuration (1 serve process, then 2), a ramp of quote rates: from the rate that gives ``--per-process``
+deliveries/s per serve process, each step ``--step`` times the last, until p99 passes ``--p99-ms`` or the clients
+receive less than 95 % of what was offered (the surplus conflates away). Capacity = the highest step that kept
+both. Per step: deliveries/s, p50/p99, serve CPU per process, the client processes' CPU, the machine's CPU and load
+average; the output says plainly whether the limit was serve or the machine (the clients' share of the cores).
+2 vs 1: the capacity ratio and the ratio of serve CPU per delivery (the cost that scaling out must keep flat).
 
-Clients and publisher share the machine with the servers (2 cores here, shared with other work): the load
-average is printed with each figure because it moves them.
+Never hangs: every phase has a deadline (serve start, clients connected, each step, stops), the whole run has
+``--deadline``, and every child process is killed at the end, on an exception or on SIGINT. The token's secret goes
+to the client processes on their stdin, never on a command line. Between configurations the token's connection
+leases in Redis must be back to zero (the previous configuration's 1,000 clients closed at once): checked.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/stream.py [--clients 1000] [--client-procs 4] [--seconds 12]
+    PYTHONPATH=$PWD .venv/bin/python bench/stream.py [--clients 1000] [--client-procs 4] [--seconds 6]
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import socket
@@ -46,58 +54,100 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# a quote's "t" (fixstr "t") followed by msgpack's timestamp64 extension (fixext8, type -1): 8 bytes follow
+_T64 = re.compile(rb"\xa1t\xd7\xff(.{8})", re.DOTALL)
+_SECONDS_MASK = (1 << 34) - 1
+
 
 # ---------------------------------------------------------------------------------------------- client process
-async def _client(url: str, key: str, secret: str, symbols: list[str], got: list[tuple[int, int]],
-                  ready: asyncio.Event) -> None:  # fmt: skip
+async def _client(url: str, key: str, secret: str, symbols: list[str], sent: array.array, lat: array.array,
+                  ready: asyncio.Event, conns: list[Any]) -> None:  # fmt: skip
     from websockets.asyncio.client import connect
 
-    async with connect(url, additional_headers={"Content-Type": "application/msgpack"}, compression=None,
-                       max_size=1 << 22, ping_interval=None, open_timeout=120) as ws:  # fmt: skip
-        assert msgpack.unpackb(await ws.recv())[0]["msg"] == "connected"
-        await ws.send(msgpack.packb({"action": "auth", "key": key, "secret": secret}))
-        reply = msgpack.unpackb(await ws.recv())[0]
-        if reply.get("msg") != "authenticated":
-            raise RuntimeError(f"auth refused: {reply}")
-        await ws.send(msgpack.packb({"action": "subscribe", "quotes": symbols}))
-        assert msgpack.unpackb(await ws.recv())[0]["T"] == "subscription"
-        ready.set()
-        # no per-frame bookkeeping beyond the decode: the client processes share the cores with the servers
-        async for frame in ws:
-            now = time.time_ns()
-            for msg in msgpack.unpackb(frame, timestamp=2):
-                if msg.get("T") == "q":
-                    got.append((msg["t"], now))
+    ws = await connect(url, additional_headers={"Content-Type": "application/msgpack"}, compression=None,
+                       max_size=1 << 22, ping_interval=None, open_timeout=120, close_timeout=2)  # fmt: skip
+    conns.append(ws)
+    assert msgpack.unpackb(await ws.recv())[0]["msg"] == "connected"
+    await ws.send(msgpack.packb({"action": "auth", "key": key, "secret": secret}))
+    reply = msgpack.unpackb(await ws.recv())[0]
+    if reply.get("msg") != "authenticated":
+        raise RuntimeError(f"auth refused: {reply}")
+    await ws.send(msgpack.packb({"action": "subscribe", "quotes": symbols}))
+    assert msgpack.unpackb(await ws.recv())[0]["T"] == "subscription"
+    ready.set()
+    findall = _T64.findall
+    from_bytes = int.from_bytes
+    async for frame in ws:
+        now = time.time_ns()
+        for raw in findall(frame):  # type: ignore[arg-type]
+            v = from_bytes(raw, "big")
+            t = (v & _SECONDS_MASK) * 1_000_000_000 + (v >> 34)
+            sent.append(t)
+            lat.append(now - t)
 
 
-async def _client_main(args: argparse.Namespace) -> None:
-    """One client process: ``--ids`` clients; "ready" on stdout when all subscribed; stop on stdin EOF."""
-    spec = json.loads(args.worker)
-    got: list[tuple[int, int]] = []
-    readies = []
-    tasks = []
+async def _client_main() -> None:
+    """One client process: its spec (with the token) is the first line of stdin; "ready" on stdout when all its
+    clients subscribed; then per line ``{"first", "last", "out"}`` on stdin: save (source ns, latency ns) of the
+    quotes published in [first, last] to ``out``, forget everything received so far, answer "saved"; on stdin EOF:
+    close every socket at once (the burst of disconnects that serve's leases must survive)."""
+    spec = json.loads(sys.stdin.readline())
+    sent, lat = array.array("q"), array.array("q")
+    conns: list[Any] = []
+    tasks: list[asyncio.Task[None]] = []
     sem = asyncio.Semaphore(50)  # connect in waves: 1,000 simultaneous handshakes only measure the backlog
 
     async def one(i: int) -> None:
         ready = asyncio.Event()
-        readies.append(ready)
         async with sem:
             task = asyncio.create_task(_client(spec["urls"][i % len(spec["urls"])], spec["key"], spec["secret"],
-                                               spec["subs"][i], got, ready))  # fmt: skip
+                                               spec["subs"][i], sent, lat, ready, conns))  # fmt: skip
             tasks.append(task)
-            await ready.wait()
+            done, _ = await asyncio.wait([task, asyncio.create_task(ready.wait())],
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if task in done:
+                task.result()  # raises what refused it
 
     await asyncio.gather(*(one(i) for i in spec["ids"]))
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        ask = json.loads(line)
+        source, latency = np.frombuffer(sent, np.int64).copy(), np.frombuffer(lat, np.int64).copy()
+        del sent[:], lat[:]
+        inside = (source >= ask["first"]) & (source <= ask["last"])
+        np.save(ask["out"], np.stack([source[inside], latency[inside]]))
+        print("saved", flush=True)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    np.save(spec["out"], np.array(got, dtype=np.int64).reshape(-1, 2))
+    await asyncio.wait_for(asyncio.gather(*(c.close() for c in conns), return_exceptions=True), 10)
 
 
 # ---------------------------------------------------------------------------------------------- orchestration
+CHILDREN: list[subprocess.Popen[Any]] = []
+
+
+def _spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    proc = subprocess.Popen(cmd, **kwargs)
+    CHILDREN.append(proc)
+    return proc
+
+
+def _kill_all() -> None:
+    """Every child process this run started: SIGTERM, then SIGKILL for those still there after 5 s."""
+    for proc in CHILDREN:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 5
+    for proc in CHILDREN:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,69 +165,110 @@ def _wait_http(url: str, timeout: float = 60.0) -> dict[str, Any]:
             time.sleep(0.2)
 
 
+def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
+    assert proc.stdout is not None
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+        raise TimeoutError("a client process did not connect its clients in time")
+    return proc.stdout.readline()
+
+
+def _cpu(pids: list[int]) -> list[float]:
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            out.append(sum(psutil.Process(pid).cpu_times()[:2]))
+        except psutil.NoSuchProcess:
+            out.append(float("nan"))
+    return out
+
+
 class Run:
     """One configuration: n serve processes and the client processes connected to them."""
 
     def __init__(self, args: argparse.Namespace, env: dict[str, str], key: str, secret: str, servers: int,
                  folder: Path) -> None:  # fmt: skip
-        self.args, self.env, self.folder = args, env, folder
+        self.args, self.folder = args, folder
         self.ports = [_free_port() for _ in range(servers)]
-        self.logs = [(folder / f"serve{p}.log").open("w") for p in self.ports]
+        self.logs = [folder / f"serve{servers}-{p}.log" for p in self.ports]
         cli = [sys.executable, "-m", "market_assets.runtime.cli", "serve", "--port"]
         self.serves = [
-            subprocess.Popen([*cli, str(p)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+            _spawn([*cli, str(p)], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
             for p, log in zip(self.ports, self.logs, strict=True)
         ]
         for p in self.ports:
-            _wait_http(f"http://127.0.0.1:{p}/healthz")
-        names = [f"S{i:03d}" for i in range(args.symbols)]
+            _wait_http(f"http://127.0.0.1:{p}/healthz", 60)
+        self.names = [f"S{i:03d}" for i in range(args.symbols)]
         # client i subscribes to `subs` symbols spread evenly: every symbol has clients*subs/symbols subscribers
-        subs = [[names[(i + k * (args.symbols // args.subs)) % args.symbols] for k in range(args.subs)]
+        subs = [[self.names[(i + k * (args.symbols // args.subs)) % args.symbols] for k in range(args.subs)]
                 for i in range(args.clients)]  # fmt: skip
-        self.outs = []
-        self.clients = []
         urls = [f"ws://127.0.0.1:{p}/v2/iex" for p in self.ports]
+        self.clients: list[subprocess.Popen[str]] = []
         started = time.monotonic()
         for w in range(args.client_procs):
-            out = folder / f"c{servers}-{w}.npy"
-            self.outs.append(out)
-            spec = {"urls": urls, "key": key, "secret": secret, "subs": subs, "out": str(out),
+            spec = {"urls": urls, "key": key, "secret": secret, "subs": subs,
                     "ids": list(range(w, args.clients, args.client_procs))}  # fmt: skip
-            self.clients.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
-                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
+            proc = _spawn([sys.executable, __file__, "--worker"], env=env, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)  # fmt: skip
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(spec) + "\n")  # the secret travels on stdin, not in argv
+            proc.stdin.flush()
+            self.clients.append(proc)
+        deadline = started + 180
         for c in self.clients:
-            line = c.stdout.readline() if c.stdout else ""
-            if line.strip() != "ready":
-                raise RuntimeError("a client process failed to connect its clients")
-        print(f"  {args.clients} clients connected, authenticated and subscribed to {len(self.ports)} serve "
-              f"process(es) in {time.monotonic() - started:.1f} s")  # fmt: skip
-        self.names = names
+            if _readline(c, deadline).strip() != "ready":
+                raise RuntimeError("a client process failed to connect its clients (its stderr is above)")
+        print(f"  {args.clients} clients connected, authenticated and subscribed to {servers} serve process(es) "
+              f"in {time.monotonic() - started:.1f} s")  # fmt: skip
 
-    def stop(self) -> list[np.ndarray]:
+    def collect(self, first: int, last: int) -> np.ndarray:
+        """What the clients received of the quotes published in [first, last]: 2 x n (source ns, latency ns)."""
+        outs = []
+        for w, c in enumerate(self.clients):
+            out = self.folder / f"window-{w}.npy"
+            assert c.stdin is not None
+            c.stdin.write(json.dumps({"first": first, "last": last, "out": str(out)}) + "\n")
+            c.stdin.flush()
+            outs.append(out)
+        deadline = time.monotonic() + 60
+        for c in self.clients:
+            if _readline(c, deadline).strip() != "saved":
+                raise RuntimeError("a client process did not save its window")
+        return np.concatenate([np.load(o) for o in outs], axis=1)
+
+    def stop_clients(self) -> None:
+        """Every client closes (all at once: the burst of disconnects that serve's leases must survive)."""
         for c in self.clients:
             if c.stdin:
                 c.stdin.close()
         for c in self.clients:
-            c.wait(60)
+            try:
+                c.wait(60)
+            except subprocess.TimeoutExpired:
+                print("  a client process did not exit within 60 s: killed")
+                c.kill()
+
+    def stop_serves(self) -> list[float]:
+        """SIGTERM; returns how long each serve process took to exit (killed after 20 s: inf)."""
+        stops = []
         for s in self.serves:
             s.send_signal(signal.SIGTERM)
+        started = time.monotonic()
         for s in self.serves:
             try:
-                s.wait(20)
+                s.wait(max(0.1, started + 20 - time.monotonic()))
+                stops.append(time.monotonic() - started)
             except subprocess.TimeoutExpired:
+                print("  a serve process did not exit within 20 s of SIGTERM: killed")
                 s.kill()
-        for log in self.logs:
-            log.close()
-        return [np.load(o) for o in self.outs]
+                stops.append(float("inf"))
+        return stops
 
 
-def publish(
-    redis_url: str, key: str, names: list[str], rate: float, seconds: float, tick_ms: float
-) -> tuple[int, int, int]:
-    """Quotes on the bus at ``rate``/s for ``seconds``; returns (quotes, first publish ns, last publish ns)."""
-    import redis
-
-    r = redis.Redis.from_url(redis_url)
+def publish(r: Any, key: str, names: list[str], rate: float, seconds: float, tick_ms: float) -> tuple[int, int]:
+    """Quotes on the bus at ``rate``/s for ``seconds``; returns (first publish ns, last publish ns)."""
     per_tick = rate * tick_ms / 1000.0
     owed = 0.0
     n = 0
@@ -190,9 +281,9 @@ def publish(
         owed -= k
         if k:
             now = time.time_ns()
+            stamp = msgpack.Timestamp.from_unix_nano(now)
             msgs = [{"T": "q", "S": names[(n + j) % len(names)], "bx": "V", "bp": 100.0, "bs": 1, "ax": "V",
-                     "ap": 100.02, "as": 2, "c": ["R"], "z": "C", "t": msgpack.Timestamp.from_unix_nano(now)}
-                    for j in range(k)]  # fmt: skip
+                     "ap": 100.02, "as": 2, "c": ["R"], "z": "C", "t": stamp} for j in range(k)]  # fmt: skip
             r.xadd(key, {"m": msgpack.packb(msgs, use_bin_type=True), "at": str(now)}, maxlen=10_000,
                    approximate=True)  # fmt: skip
             n += k
@@ -200,67 +291,119 @@ def publish(
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    return n, first, time.time_ns()
+    return first, time.time_ns()
 
 
-def measure(run: Run, redis_url: str, bus: str, rate: float, seconds: float, tick_ms: float) -> dict[str, Any]:
+def step(run: Run, r: Any, bus: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    """One step of the ramp: warm-up, ``--seconds`` measured at ``rate`` quotes/s, the clients' figures."""
     import psutil
 
-    procs = [psutil.Process(s.pid) for s in run.serves]
-    publish(redis_url, bus, run.names, rate, 2.0, tick_ms)  # warm-up
-    cpu0 = [sum(p.cpu_times()[:2]) for p in procs]
-    load0 = os.getloadavg()[0]
+    serve_pids = [s.pid for s in run.serves]
+    client_pids = [c.pid for c in run.clients]
+    publish(r, bus, run.names, rate, 1.5, args.tick_ms)  # warm-up: the ramp's previous step drains
+    serve0, client0 = _cpu(serve_pids), _cpu(client_pids)
+    me0 = sum(os.times()[:2])
+    psutil.cpu_percent()
     t0 = time.monotonic()
-    _, first, last = publish(redis_url, bus, run.names, rate, seconds, tick_ms)
+    first, last = publish(r, bus, run.names, rate, args.seconds, args.tick_ms)
     wall = time.monotonic() - t0
-    cpu = [(sum(p.cpu_times()[:2]) - c) / wall * 100 for p, c in zip(procs, cpu0, strict=True)]
+    machine = psutil.cpu_percent()  # of all cores, 100 = every core busy
+    serve = [(b - a) / wall * 100 for a, b in zip(serve0, _cpu(serve_pids), strict=True)]
+    clients = sum((b - a) for a, b in zip(client0, _cpu(client_pids), strict=True)) / wall * 100
+    publisher = (sum(os.times()[:2]) - me0) / wall * 100
     time.sleep(1.0)  # the tail in flight
-    health = [_wait_http(f"http://127.0.0.1:{p}/healthz") for p in run.ports]
-    return {"server_p99_ms": max(h["bus_to_socket_ms"]["p99"] for h in health),
-            "rate": rate, "first": first, "last": last, "wall": wall, "cpu": cpu,
-            "load": (load0 + os.getloadavg()[0]) / 2}  # fmt: skip
+    window = {"rate": rate, "first": first, "last": last, "wall": wall, "serve_cpu": serve, "clients_cpu": clients,
+              "publisher_cpu": publisher, "machine_cpu": machine, "load1": os.getloadavg()[0]}  # fmt: skip
+    return summarise(window, run.collect(first, last), args.clients * args.subs / args.symbols, args.p99_ms)
 
 
-def summarise(window: dict[str, Any], got: np.ndarray) -> dict[str, Any]:
-    mine = got[(got[:, 0] >= window["first"]) & (got[:, 0] <= window["last"])]
-    lat = (mine[:, 1] - mine[:, 0]) / 1e6
+def summarise(window: dict[str, Any], got: np.ndarray, fanout: float, p99_limit: float) -> dict[str, Any]:
+    lat = got[1] / 1e6
+    delivered = len(lat) / window["wall"]
+    offered = window["rate"] * fanout
+    cores = os.cpu_count() or 1
+    p99 = float(np.percentile(lat, 99)) if len(lat) else float("nan")
+    serve_total = sum(window["serve_cpu"])
     return {
-        "offered_quotes_s": window["rate"],
-        "deliveries_s": len(mine) / (window["wall"]),
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-        "server_p99_ms": window["server_p99_ms"],
-        "serve_cpu_pct": [round(c) for c in window["cpu"]],
-        "cpu_us_per_delivery": sum(window["cpu"]) / 100 * window["wall"] / max(len(mine), 1) * 1e6,
-        "load1": round(window["load"], 2),
+        "offered_quotes_s": round(window["rate"], 1),
+        "offered_deliveries_s": round(offered),
+        "deliveries_s": round(delivered),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else float("nan"),
+        "p99_ms": round(p99, 1),
+        "serve_cpu_pct": [round(c) for c in window["serve_cpu"]],
+        "clients_cpu_pct": round(window["clients_cpu"]),
+        "publisher_cpu_pct": round(window["publisher_cpu"]),
+        "machine_cpu_pct": round(window["machine_cpu"]),
+        "serve_us_per_delivery": round(serve_total / 100 * window["wall"] / max(len(lat), 1) * 1e6, 2),
+        "clients_us_per_delivery": round(window["clients_cpu"] / 100 * window["wall"] / max(len(lat), 1) * 1e6, 2),
+        "load1": round(window["load1"], 2),
+        "ok": bool(len(lat)) and p99 <= p99_limit and delivered >= 0.95 * offered,
+        # the machine is the limit when its cores are (nearly) all busy and serve itself is not using a whole core
+        "machine_bound": window["machine_cpu"] >= 90 and max(window["serve_cpu"]) < 90,
+        "cores": cores,
     }
 
 
+def _line(r: dict[str, Any], n: int) -> str:
+    return (f"  offered {r['offered_quotes_s']:7.0f} quotes/s ({r['offered_deliveries_s']:7,} deliveries/s) -> "
+            f"{r['deliveries_s']:7,}/s ({r['deliveries_s'] / n:7,.0f} per process), p50 {r['p50_ms']:6.1f} ms, "
+            f"p99 {r['p99_ms']:7.1f} ms; CPU % of a core: serve {r['serve_cpu_pct']} "
+            f"({r['serve_us_per_delivery']:.1f} us/delivery), clients {r['clients_cpu_pct']} "
+            f"({r['clients_us_per_delivery']:.1f} us/delivery), publisher {r['publisher_cpu_pct']}; machine "
+            f"{r['machine_cpu_pct']} % of {r['cores']} cores; load1 {r['load1']}"
+            f"{'' if r['ok'] else '  <- over the limit'}")  # fmt: skip
+
+
+def leases_back_to_zero(r: Any, lease_key: str, timeout: float) -> float:
+    """Seconds until the token's lease set is empty; raises when it is not within ``timeout``."""
+    started = time.monotonic()
+    while (held := int(r.zcard(lease_key))) > 0:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{held} connection lease(s) still held {timeout:.0f} s after every client closed: "
+                               "the next configuration would be refused with 406")  # fmt: skip
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def _on_deadline(signum: int, frame: Any) -> None:
+    raise TimeoutError("the benchmark passed its --deadline")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--client-procs", type=int, default=4)
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--subs", type=int, default=10, help="symbols per client")
-    ap.add_argument("--per-process", type=float, default=20_000, help="target deliveries/s per serve process")
-    ap.add_argument("--overload", type=float, default=3.0, help="capacity step: this times the target rate")
-    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--per-process", type=float, default=20_000, help="first step: deliveries/s per serve process")
+    ap.add_argument("--step", type=float, default=1.3, help="each step of the ramp: this times the last rate")
+    ap.add_argument("--max-steps", type=int, default=7)
+    ap.add_argument("--p99-ms", type=float, default=100.0, help="the latency limit of the capacity")
+    ap.add_argument("--seconds", type=float, default=6.0, help="measured seconds per step")
     ap.add_argument("--tick-ms", type=float, default=10.0, help="the publisher's micro-batch interval")
-    ap.add_argument("--servers", default="1,2", help="configurations to run (serve process counts)")
+    ap.add_argument("--servers", default="1,2", help="configurations to run (serve process counts, ascending)")
+    ap.add_argument("--deadline", type=float, default=1200.0, help="the whole run, seconds")
     args = ap.parse_args()
     if args.worker:
-        asyncio.run(_client_main(args))
+        asyncio.run(_client_main())
         return
+
+    import redis
 
     from bench.cache import start_private_redis
     from market_assets.live import tokens
     from market_assets.live.bus import bus_key
+    from market_assets.live.leases import ConnectionLeases
     from market_assets.runtime.embedded import ensure_postgres, stop_postgres
     from market_assets.warehouse.resource import WarehouseResource
 
+    signal.signal(signal.SIGALRM, _on_deadline)
+    signal.signal(signal.SIGTERM, _on_deadline)
+    signal.alarm(int(args.deadline))
     home = Path(tempfile.mkdtemp(prefix="mdbs-", dir="/tmp"))
     redis_url, redis_proc, redis_dir = start_private_redis()
+    CHILDREN.append(redis_proc)
     try:
         database_url = ensure_postgres(home).url("market")
         warehouse = WarehouseResource(database_url=database_url)
@@ -270,44 +413,82 @@ def main() -> None:
         prefix = "md:v1"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                "MARKET_DATA_HOME": str(home)}  # fmt: skip
+        r = redis.Redis.from_url(redis_url, socket_timeout=10)
         bus = bus_key(prefix)
-        # deliveries/s = quotes/s x subscribers per symbol
-        fanout = args.clients * args.subs / args.symbols
+        lease_key = ConnectionLeases(None, prefix).key(key)  # type: ignore[arg-type]
+        fanout = args.clients * args.subs / args.symbols  # deliveries/s = quotes/s x subscribers per symbol
         print(f"stream fan-out benchmark: {args.clients} clients in {args.client_procs} processes, {args.symbols} "
               f"symbols, {args.subs} quote subscriptions per client ({fanout:g} subscribers per symbol); "
-              f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-        results: dict[int, dict[str, dict[str, Any]]] = {}
-        for n in [int(x) for x in args.servers.split(",")]:
-            print(f"\n{n} serve process(es):")
+              f"{os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        results: dict[int, dict[str, Any]] = {}
+        for n in sorted(int(x) for x in args.servers.split(",")):
+            print(f"\n{n} serve process(es), load average {os.getloadavg()[0]:.2f}:")
             run = Run(args, env, key, secret, n, home)
+            steps: list[dict[str, Any]] = []
             try:
-                target = measure(run, redis_url, bus, n * args.per_process / fanout, args.seconds, args.tick_ms)
-                over = measure(run, redis_url, bus, args.overload * n * args.per_process / fanout, args.seconds,
-                               args.tick_ms)  # fmt: skip
+                rate = n * args.per_process / fanout
+                while len(steps) < args.max_steps:
+                    steps.append(step(run, r, bus, rate, args))
+                    print(_line(steps[-1], n), flush=True)
+                    if not steps[-1]["ok"]:
+                        break
+                    rate *= args.step
             finally:
-                got = np.concatenate(run.stop())
-            results[n] = {"target": summarise(target, got), "capacity": summarise(over, got)}
-            for step, r in results[n].items():
-                print(f"  {step:8s} offered {r['offered_quotes_s']:7.0f} quotes/s -> {r['deliveries_s']:8.0f} "
-                      f"deliveries/s ({r['deliveries_s'] / n:7.0f} per process), p50 {r['p50_ms']:6.1f} ms, "
-                      f"p99 {r['p99_ms']:7.1f} ms (in serve: {r['server_p99_ms']} ms), "
-                      f"serve CPU {r['serve_cpu_pct']} % of a core "
-                      f"= {r['cpu_us_per_delivery']:.1f} us per delivery, load1 {r['load1']}")  # fmt: skip
+                run.stop_clients()
+                try:  # while serve still runs: its own releases, not its shutdown, must free the slots
+                    freed = leases_back_to_zero(r, lease_key, 15)
+                finally:
+                    stops = run.stop_serves()
+            ok = [s for s in steps if s["ok"]]
+            capacity = max(ok, key=lambda s: s["deliveries_s"]) if ok else None
+            first_over = next((s for s in steps if not s["ok"]), None)
+            for log in run.logs:  # serve logs each stop step with its duration
+                lines = log.read_text().splitlines()
+                stop_lines = [ln.split(" stop", 1)[-1] for ln in lines if " stop" in ln and "live.serve" in ln]
+                print(f"  {log.name}: stop{'; stop'.join(stop_lines)}")
+            print(f"  the token's {args.clients} connection leases were back to zero {freed:.1f} s after the "
+                  f"clients closed; serve exited {', '.join(f'{s:.1f} s' for s in stops)} after SIGTERM")  # fmt: skip
+            if capacity is None:
+                print(f"  capacity: none of the steps kept p99 <= {args.p99_ms:.0f} ms")
+            else:
+                print(f"  capacity (p99 <= {args.p99_ms:.0f} ms, >= 95 % delivered): {capacity['deliveries_s']:,}/s "
+                      f"({capacity['deliveries_s'] / n:,.0f} per process)")  # fmt: skip
+            if first_over is not None:
+                who = ("the machine: its cores were busy (clients and publisher included) while no serve process "
+                       "used a whole core, so the clients, not serve, were the limit"
+                       if first_over["machine_bound"] else "serve (a serve process used a whole core)"
+                       if max(first_over["serve_cpu_pct"]) >= 90 else
+                       "neither serve nor the machine was saturated: latency from scheduling (load average "
+                       f"{first_over['load1']})")  # fmt: skip
+                print(f"  limit reached at {first_over['offered_deliveries_s']:,} deliveries/s: {who}")
+            else:
+                print("  no step reached the limit: raise --max-steps or --step to find it")
+            results[n] = {"steps": steps, "capacity": capacity, "serve_stop_s": stops, "leases_freed_s": freed,
+                          "limit": first_over}  # fmt: skip
         if 1 in results and 2 in results:
             one, two = results[1], results[2]
-            ratio = two["capacity"]["deliveries_s"] / one["capacity"]["deliveries_s"]
-            print("\nfigure                              target      measured")
-            print(f"p99 at {args.clients} clients (1 process)      <= 100 ms   {one['target']['p99_ms']:.1f} ms")
-            print(f"p99 at {args.clients} clients (2 processes)    <= 100 ms   {two['target']['p99_ms']:.1f} ms")
-            print(f"deliveries/s per process (target)   >= 20,000   {one['target']['deliveries_s']:,.0f}")
-            print(f"capacity, 1 process                             {one['capacity']['deliveries_s']:,.0f}/s")
-            print(f"capacity, 2 processes                           {two['capacity']['deliveries_s']:,.0f}/s")
-            print(f"2 processes / 1                     >= 1.8x     {ratio:.2f}x")
+            first1, first2 = one["steps"][0], two["steps"][0]
+            print("\nfigure                                        target      measured")
+            print(f"deliveries/s per process (first step, 1 proc)  >= 20,000   {first1['deliveries_s']:,}")
+            print(f"p99 at {args.clients} clients, first step, 1 process   <= 100 ms   {first1['p99_ms']:.1f} ms")
+            print(f"p99 at {args.clients} clients, first step, 2 processes <= 100 ms   {first2['p99_ms']:.1f} ms")
+            cap1 = one["capacity"]["deliveries_s"] if one["capacity"] else None
+            cap2 = two["capacity"]["deliveries_s"] if two["capacity"] else None
+            print(f"capacity at p99 <= 100 ms, 1 process                   {cap1 if cap1 is None else f'{cap1:,}/s'}")
+            print(f"capacity at p99 <= 100 ms, 2 processes                 {cap2 if cap2 is None else f'{cap2:,}/s'}")
+            if cap1 and cap2:
+                print(f"2 processes / 1, measured capacity          >= 1.8x     {cap2 / cap1:.2f}x")
+            cost1, cost2 = first1["serve_us_per_delivery"], first2["serve_us_per_delivery"]
+            print(f"serve CPU per delivery, 2 processes / 1     ~1.0        {cost2 / cost1:.2f} "
+                  f"({cost1:.1f} vs {cost2:.1f} us)")  # fmt: skip
+            if two["limit"] is not None and two["limit"]["machine_bound"]:
+                print("the 2-process capacity is the machine's (the client processes' CPU), not serve's: with serve's "
+                      "CPU per delivery flat, the serve side scales by the CPU per delivery ratio")  # fmt: skip
         print(json.dumps(results))
     finally:
+        signal.alarm(0)
+        _kill_all()
         stop_postgres(home)
-        redis_proc.terminate()
-        redis_proc.wait(10)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(redis_dir, ignore_errors=True)
 
