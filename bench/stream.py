@@ -12,8 +12,8 @@ The clients are cheap on purpose (on 2 shared cores they, not serve, are the fir
 its quotes are counted and their ``t`` read straight from the msgpack bytes (each quote's ``"t"`` key followed by
 a timestamp64 extension), so a delivery costs the client a few C-level byte scans and two array appends.
 
-Per configuration (1 serve process, then 2), a ramp of quote rates: from the rate that gives ``--per-process``
-deliveries/s per serve process, each step ``--step`` times the last, until p99 passes ``--p99-ms`` or the clients
+Per configuration (1 serve process, then 2), a ramp of quote rates (``--ramp``: fractions of the target rate, the
+one that gives ``--per-process`` deliveries/s per serve process) until p99 passes ``--p99-ms`` or the clients
 receive less than 95 % of what was offered (the surplus conflates away). Capacity = the highest step that kept
 both. Per step: deliveries/s, p50/p99, serve CPU per process, the client processes' CPU, the machine's CPU and load
 average; the output says plainly whether the limit was serve or the machine (the clients' share of the cores).
@@ -189,8 +189,8 @@ class Run:
     """One configuration: n serve processes and the client processes connected to them."""
 
     def __init__(self, args: argparse.Namespace, env: dict[str, str], key: str, secret: str, servers: int,
-                 folder: Path) -> None:  # fmt: skip
-        self.args, self.folder = args, folder
+                 folder: Path, redis_pid: int) -> None:  # fmt: skip
+        self.args, self.folder, self.redis_pid = args, folder, redis_pid
         self.ports = [_free_port() for _ in range(servers)]
         self.logs = [folder / f"serve{servers}-{p}.log" for p in self.ports]
         cli = [sys.executable, "-m", "market_assets.runtime.cli", "serve", "--port"]
@@ -301,7 +301,7 @@ def step(run: Run, r: Any, bus: str, rate: float, args: argparse.Namespace) -> d
     serve_pids = [s.pid for s in run.serves]
     client_pids = [c.pid for c in run.clients]
     publish(r, bus, run.names, rate, 1.5, args.tick_ms)  # warm-up: the ramp's previous step drains
-    serve0, client0 = _cpu(serve_pids), _cpu(client_pids)
+    serve0, client0, redis0 = _cpu(serve_pids), _cpu(client_pids), _cpu([run.redis_pid])
     me0 = sum(os.times()[:2])
     psutil.cpu_percent()
     t0 = time.monotonic()
@@ -311,9 +311,11 @@ def step(run: Run, r: Any, bus: str, rate: float, args: argparse.Namespace) -> d
     serve = [(b - a) / wall * 100 for a, b in zip(serve0, _cpu(serve_pids), strict=True)]
     clients = sum((b - a) for a, b in zip(client0, _cpu(client_pids), strict=True)) / wall * 100
     publisher = (sum(os.times()[:2]) - me0) / wall * 100
+    redis_cpu = (_cpu([run.redis_pid])[0] - redis0[0]) / wall * 100
     time.sleep(1.0)  # the tail in flight
     window = {"rate": rate, "first": first, "last": last, "wall": wall, "serve_cpu": serve, "clients_cpu": clients,
-              "publisher_cpu": publisher, "machine_cpu": machine, "load1": os.getloadavg()[0]}  # fmt: skip
+              "publisher_cpu": publisher, "redis_cpu": redis_cpu, "machine_cpu": machine,
+              "load1": os.getloadavg()[0]}  # fmt: skip
     return summarise(window, run.collect(first, last), args.clients * args.subs / args.symbols, args.p99_ms)
 
 
@@ -333,6 +335,7 @@ def summarise(window: dict[str, Any], got: np.ndarray, fanout: float, p99_limit:
         "serve_cpu_pct": [round(c) for c in window["serve_cpu"]],
         "clients_cpu_pct": round(window["clients_cpu"]),
         "publisher_cpu_pct": round(window["publisher_cpu"]),
+        "redis_cpu_pct": round(window["redis_cpu"]),
         "machine_cpu_pct": round(window["machine_cpu"]),
         "serve_us_per_delivery": round(serve_total / 100 * window["wall"] / max(len(lat), 1) * 1e6, 2),
         "clients_us_per_delivery": round(window["clients_cpu"] / 100 * window["wall"] / max(len(lat), 1) * 1e6, 2),
@@ -341,6 +344,17 @@ def summarise(window: dict[str, Any], got: np.ndarray, fanout: float, p99_limit:
         # the machine is the limit when its cores are (nearly) all busy and serve itself is not using a whole core
         "machine_bound": window["machine_cpu"] >= 90 and max(window["serve_cpu"]) < 90,
         "cores": cores,
+        # everything else on the machine (other work sharing the cores), in % of one core
+        "others_cpu_pct": max(
+            0,
+            round(
+                window["machine_cpu"] * cores
+                - serve_total
+                - window["clients_cpu"]
+                - window["publisher_cpu"]
+                - window["redis_cpu"]
+            ),
+        ),
     }
 
 
@@ -349,8 +363,9 @@ def _line(r: dict[str, Any], n: int) -> str:
             f"{r['deliveries_s']:7,}/s ({r['deliveries_s'] / n:7,.0f} per process), p50 {r['p50_ms']:6.1f} ms, "
             f"p99 {r['p99_ms']:7.1f} ms; CPU % of a core: serve {r['serve_cpu_pct']} "
             f"({r['serve_us_per_delivery']:.1f} us/delivery), clients {r['clients_cpu_pct']} "
-            f"({r['clients_us_per_delivery']:.1f} us/delivery), publisher {r['publisher_cpu_pct']}; machine "
-            f"{r['machine_cpu_pct']} % of {r['cores']} cores; load1 {r['load1']}"
+            f"({r['clients_us_per_delivery']:.1f} us/delivery), publisher {r['publisher_cpu_pct']}, "
+            f"Redis {r['redis_cpu_pct']}; machine {r['machine_cpu_pct']} % of {r['cores']} cores "
+            f"(other work {r['others_cpu_pct']}); load1 {r['load1']}"
             f"{'' if r['ok'] else '  <- over the limit'}")  # fmt: skip
 
 
@@ -376,15 +391,17 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=4)
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--subs", type=int, default=10, help="symbols per client")
-    ap.add_argument("--per-process", type=float, default=20_000, help="first step: deliveries/s per serve process")
-    ap.add_argument("--step", type=float, default=1.3, help="each step of the ramp: this times the last rate")
-    ap.add_argument("--max-steps", type=int, default=7)
+    ap.add_argument("--per-process", type=float, default=20_000, help="the target: deliveries/s per serve process")
+    ap.add_argument("--ramp", default="0.25,0.35,0.5,0.7,1,1.4,2,2.8,4",
+                    help="the steps, as fractions of the target rate; the ramp ends at the first step over the "
+                    "limit once the target itself was measured")  # fmt: skip
     ap.add_argument("--p99-ms", type=float, default=100.0, help="the latency limit of the capacity")
     ap.add_argument("--seconds", type=float, default=6.0, help="measured seconds per step")
     ap.add_argument("--tick-ms", type=float, default=10.0, help="the publisher's micro-batch interval")
     ap.add_argument("--servers", default="1,2", help="configurations to run (serve process counts, ascending)")
     ap.add_argument("--deadline", type=float, default=1200.0, help="the whole run, seconds")
     args = ap.parse_args()
+    ramp = sorted(float(x) for x in args.ramp.split(","))
     if args.worker:
         asyncio.run(_client_main())
         return
@@ -423,25 +440,24 @@ def main() -> None:
         results: dict[int, dict[str, Any]] = {}
         for n in sorted(int(x) for x in args.servers.split(",")):
             print(f"\n{n} serve process(es), load average {os.getloadavg()[0]:.2f}:")
-            run = Run(args, env, key, secret, n, home)
+            run = Run(args, env, key, secret, n, home, redis_proc.pid)
             steps: list[dict[str, Any]] = []
             try:
-                rate = n * args.per_process / fanout
-                while len(steps) < args.max_steps:
-                    steps.append(step(run, r, bus, rate, args))
+                for fraction in ramp:
+                    steps.append(step(run, r, bus, fraction * n * args.per_process / fanout, args))
+                    steps[-1]["fraction_of_target"] = fraction
                     print(_line(steps[-1], n), flush=True)
-                    if not steps[-1]["ok"]:
+                    if not steps[-1]["ok"] and fraction >= 1:  # over the limit, and the target step measured
                         break
-                    rate *= args.step
             finally:
                 run.stop_clients()
                 try:  # while serve still runs: its own releases, not its shutdown, must free the slots
                     freed = leases_back_to_zero(r, lease_key, 15)
                 finally:
                     stops = run.stop_serves()
-            ok = [s for s in steps if s["ok"]]
-            capacity = max(ok, key=lambda s: s["deliveries_s"]) if ok else None
             first_over = next((s for s in steps if not s["ok"]), None)
+            below = steps[: steps.index(first_over)] if first_over is not None else steps
+            capacity = below[-1] if below else None  # the last step before the first one over the limit
             for log in run.logs:  # serve logs each stop step with its duration
                 lines = log.read_text().splitlines()
                 stop_lines = [ln.split(" stop", 1)[-1] for ln in lines if " stop" in ln and "live.serve" in ln]
@@ -454,36 +470,47 @@ def main() -> None:
                 print(f"  capacity (p99 <= {args.p99_ms:.0f} ms, >= 95 % delivered): {capacity['deliveries_s']:,}/s "
                       f"({capacity['deliveries_s'] / n:,.0f} per process)")  # fmt: skip
             if first_over is not None:
-                who = ("the machine: its cores were busy (clients and publisher included) while no serve process "
-                       "used a whole core, so the clients, not serve, were the limit"
+                f = first_over
+                who = (f"the machine, not serve: its {f['cores']} cores were busy ({f['machine_cpu_pct']} %) while "
+                       f"no serve process used a whole core (serve {sum(f['serve_cpu_pct'])} % of a core in all, "
+                       f"the client processes {f['clients_cpu_pct']} %, other work {f['others_cpu_pct']} %); "
+                       f"the clients cost {f['clients_us_per_delivery']:.1f} us per delivery to serve's "
+                       f"{f['serve_us_per_delivery']:.1f} us"
                        if first_over["machine_bound"] else "serve (a serve process used a whole core)"
                        if max(first_over["serve_cpu_pct"]) >= 90 else
                        "neither serve nor the machine was saturated: latency from scheduling (load average "
                        f"{first_over['load1']})")  # fmt: skip
                 print(f"  limit reached at {first_over['offered_deliveries_s']:,} deliveries/s: {who}")
             else:
-                print("  no step reached the limit: raise --max-steps or --step to find it")
+                print("  no step reached the limit: extend --ramp to find it")
             results[n] = {"steps": steps, "capacity": capacity, "serve_stop_s": stops, "leases_freed_s": freed,
                           "limit": first_over}  # fmt: skip
         if 1 in results and 2 in results:
             one, two = results[1], results[2]
-            first1, first2 = one["steps"][0], two["steps"][0]
+            first1 = next(s for s in one["steps"] if s["fraction_of_target"] == 1)
+            first2 = next(s for s in two["steps"] if s["fraction_of_target"] == 1)
             print("\nfigure                                        target      measured")
-            print(f"deliveries/s per process (first step, 1 proc)  >= 20,000   {first1['deliveries_s']:,}")
-            print(f"p99 at {args.clients} clients, first step, 1 process   <= 100 ms   {first1['p99_ms']:.1f} ms")
-            print(f"p99 at {args.clients} clients, first step, 2 processes <= 100 ms   {first2['p99_ms']:.1f} ms")
+            print(f"deliveries/s per process (target step, 1 proc) >= 20,000   {first1['deliveries_s']:,}")
+            print(f"p99 at {args.clients} clients, target step, 1 process   <= 100 ms   {first1['p99_ms']:.1f} ms")
+            print(f"p99 at {args.clients} clients, target step, 2 processes <= 100 ms   {first2['p99_ms']:.1f} ms")
             cap1 = one["capacity"]["deliveries_s"] if one["capacity"] else None
             cap2 = two["capacity"]["deliveries_s"] if two["capacity"] else None
             print(f"capacity at p99 <= 100 ms, 1 process                   {cap1 if cap1 is None else f'{cap1:,}/s'}")
             print(f"capacity at p99 <= 100 ms, 2 processes                 {cap2 if cap2 is None else f'{cap2:,}/s'}")
             if cap1 and cap2:
                 print(f"2 processes / 1, measured capacity          >= 1.8x     {cap2 / cap1:.2f}x")
-            cost1, cost2 = first1["serve_us_per_delivery"], first2["serve_us_per_delivery"]
-            print(f"serve CPU per delivery, 2 processes / 1     ~1.0        {cost2 / cost1:.2f} "
-                  f"({cost1:.1f} vs {cost2:.1f} us)")  # fmt: skip
+            # serve's cost per delivery at the same total rate (frames carry more quotes at higher rates per process)
+            same = max(set(s["offered_deliveries_s"] for s in one["steps"])
+                       & set(s["offered_deliveries_s"] for s in two["steps"]), default=None)  # fmt: skip
+            if same is not None:
+                cost1 = next(s for s in one["steps"] if s["offered_deliveries_s"] == same)["serve_us_per_delivery"]
+                cost2 = next(s for s in two["steps"] if s["offered_deliveries_s"] == same)["serve_us_per_delivery"]
+                print(f"serve CPU per delivery at {same:,}/s, 2 processes / 1 ~1.0  {cost2 / cost1:.2f} "
+                      f"({cost1:.1f} vs {cost2:.1f} us)")  # fmt: skip
             if two["limit"] is not None and two["limit"]["machine_bound"]:
-                print("the 2-process capacity is the machine's (the client processes' CPU), not serve's: with serve's "
-                      "CPU per delivery flat, the serve side scales by the CPU per delivery ratio")  # fmt: skip
+                print("the 2-process capacity is the machine's (client processes and other work on the same cores), "
+                      "not serve's: no serve process used a whole core; serve's own scaling is its CPU per delivery "
+                      "ratio above")  # fmt: skip
         print(json.dumps(results))
     finally:
         signal.alarm(0)
