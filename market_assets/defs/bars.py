@@ -238,12 +238,7 @@ def movers_preview(kept: pd.DataFrame, rows: int = 10) -> str:
 
 
 def report(
-    context: AssetExecutionContext,
-    warehouse: WarehouseResource,
-    table: tables.Table,
-    result: IngestResult,
-    metadata: dict[str, Any],
-    window: tuple[date, date],
+    context: AssetExecutionContext, table: tables.Table, result: IngestResult, metadata: dict[str, Any]
 ) -> dict[str, Any]:
     """Each partition's own counts (see `partition_report`); the run-wide metadata, renamed `run_*`."""
     report_partitions(
@@ -252,7 +247,6 @@ def report(
         date_column="session",
         table=table,
         quarantined=result.rejected["ts"] if "ts" in result.rejected else pd.Series([], dtype=object),
-        table_rows=lambda: warehouse.count_rows(table, window)[0],
         latest=lambda: {"preview": MetadataValue.md(movers_preview(result.kept))},
     )
     return run_totals(metadata, ("rows_written", "rows_fetched", "rows_quarantined", "symbols_with_data"))
@@ -324,9 +318,7 @@ def daily_bars(
             len(undelivered),
         )
     metadata = bar_metadata(result, universe, first, last, time.perf_counter() - t0)
-    return MaterializeResult(
-        metadata=report(context, warehouse, table, result, metadata, (first, last)), check_results=checks
-    )
+    return MaterializeResult(metadata=report(context, table, result, metadata), check_results=checks)
 
 
 def stream_reconciliation_check(rec: Reconciliation) -> AssetCheckResult:
@@ -380,6 +372,4 @@ def intraday_bars(
     checks = _bar_checks(warehouse, table, result, universe, first, last)
     checks.append(stream_reconciliation_check(compare_minute_bars(streamed, result.kept, first)))
     metadata = bar_metadata(result, universe, first, last, time.perf_counter() - t0)
-    return MaterializeResult(
-        metadata=report(context, warehouse, table, result, metadata, (first, last)), check_results=checks
-    )
+    return MaterializeResult(metadata=report(context, table, result, metadata), check_results=checks)

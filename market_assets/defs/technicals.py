@@ -158,7 +158,6 @@ def indicator_checks(
 
 def _finish(
     context: AssetExecutionContext,
-    warehouse: WarehouseResource,
     table: tables.Table,
     rows: pd.DataFrame,
     t0: float,
@@ -174,15 +173,7 @@ def _finish(
     def latest() -> dict[str, Any]:
         return {"preview": preview() if callable(preview) else preview}
 
-    first, last = partition_dates(context)
-    report_partitions(
-        context,
-        rows,
-        date_column=str(table.partition_column),
-        table=table,
-        table_rows=lambda: warehouse.count_rows(table, (first, last))[0],
-        latest=latest,
-    )
+    report_partitions(context, rows, date_column=str(table.partition_column), table=table, latest=latest)
     metadata["seconds"] = MetadataValue.float(round(time.perf_counter() - t0, 3))
     return MaterializeResult(metadata=run_totals(metadata), check_results=checks)
 
@@ -245,7 +236,7 @@ def technical_indicators(context: AssetExecutionContext, warehouse: WarehouseRes
         "preview": lambda: MetadataValue.md(report.indicator_preview(frame, bars)),
     }
     context.log.info("technical_indicators %s..%s: %d rows, %d symbols in full", first, last, len(frame), len(full))
-    return _finish(context, warehouse, tables.INDICATORS_DAILY, frame, t0, metadata, checks)
+    return _finish(context, tables.INDICATORS_DAILY, frame, t0, metadata, checks)
 
 
 @asset(
@@ -287,7 +278,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
         "preview": lambda: MetadataValue.md(report.pattern_preview(stored)),
     }
     checks = [none_found_check("patterns_on_bars", orphans, "orphans")]
-    return _finish(context, warehouse, tables.PATTERNS, stored, t0, metadata, checks)
+    return _finish(context, tables.PATTERNS, stored, t0, metadata, checks)
 
 
 @asset(
@@ -329,7 +320,7 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
         "preview": lambda: MetadataValue.md(report.levels_preview(latest)),
     }
     checks = [none_found_check("levels_consistent", violations, "violations")]
-    return _finish(context, warehouse, tables.SUPPORT_RESISTANCE, levels, t0, metadata, checks)
+    return _finish(context, tables.SUPPORT_RESISTANCE, levels, t0, metadata, checks)
 
 
 @asset(
@@ -375,4 +366,4 @@ def pivot_levels(context: AssetExecutionContext, warehouse: WarehouseResource) -
         "window": f"{first} .. {last}",
         "preview": lambda: MetadataValue.md(report.pivots_preview(pivots)),
     }
-    return _finish(context, warehouse, tables.PIVOT_POINTS, pivots, t0, metadata, checks)
+    return _finish(context, tables.PIVOT_POINTS, pivots, t0, metadata, checks)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from market_assets.domain.sessions import as_days
+
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
@@ -67,7 +69,7 @@ def _prepare(series: pd.Series, name: str, pg_type: str) -> _Column:
         micros = ts.dt.as_unit("us").to_numpy(dtype="datetime64[us]").astype("int64")
         return _Column(name, pg_type, micros - _PG_EPOCH_US, nulls)
     if pg_type == "date":
-        days_since_1970 = pd.to_datetime(series).to_numpy(dtype="datetime64[D]")
+        days_since_1970 = as_days(series)
         nulls = np.isnat(days_since_1970)
         values = days_since_1970.astype("int64") - _PG_EPOCH_DAYS
         return _Column(name, pg_type, values, nulls)

@@ -92,14 +92,20 @@ def latest_daily_session(warehouse: WarehouseResource) -> date | None:
 
 
 def missing_daily_bars(warehouse: WarehouseResource, universe: Sequence[str], sessions: Sequence[date]) -> pd.DataFrame:
-    """(symbol, session) pairs of `universe` x `sessions` with no stored daily bar, by session then symbol."""
+    """(symbol, session) pairs of `universe` x `sessions` with no stored daily bar, by session then symbol.
+
+    Each pair is one primary-key probe: a stored daily bar is stamped at New York midnight of its session (the bar
+    contract rejects any other `ts`). By `session` the probe read each symbol's whole history (0.36 s for one
+    session of 500 symbols at ten years).
+    """
     if not sessions or not universe:
         return pd.DataFrame(columns=["symbol", "session"])
     return warehouse.read_frame(
         "SELECT u.symbol, s.session FROM unnest(%s::text[]) AS u(symbol) CROSS JOIN unnest(%s::date[]) AS s(session) "
-        "WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = u.symbol AND b.session = s.session) "
+        "WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = u.symbol"
+        "                  AND b.ts = (s.session::timestamp AT TIME ZONE %s)) "
         "ORDER BY s.session, u.symbol",
-        (list(universe), list(sessions)),
+        (list(universe), list(sessions), NEW_YORK),
     )
 
 
