@@ -281,7 +281,7 @@ class MarketModel:
         *,
         quote_precision: QuotePrecision = "cents",
         minute_cache_size: int = 2048,
-        chain_cache_size: int = 2048,
+        chain_cache_size: int = 640,
     ) -> None:
         if quote_precision not in ("cents", "exact"):
             raise ValueError("quote_precision must be 'cents' or 'exact'")
@@ -747,8 +747,9 @@ class MarketModel:
 
         Why a cache: the simulator serves one session's chains to a paged contracts endpoint and
         to one snapshot request per underlying; rebuilding 500 chains for every page pinned a core
-        for minutes (issue 10). The cache holds ``chain_cache_size`` chains (LRU), enough for a
-        500-symbol universe over a few sessions.
+        for minutes (issue 10). The cache holds ``chain_cache_size`` chains (LRU): one session of a 500-symbol
+        universe (~0.5 MB a chain), not every session's chains, which a backfill of option sessions would pile up
+        (2,048 chains were ~1 GB).
         """
         session = self.session_on_or_before(_as_date(as_of))
         key = (underlying, session)

@@ -92,6 +92,8 @@ _FEEDS = {"iex", "sip", "otc", "delayed_sip", "boats", "overnight"}
 _OPTION_FEEDS = {"opra", "indicative"}
 RATE_LIMIT = 200
 _MAX_IDS = 200_000
+# listings kept for paging: a client pages through one listing at a time; 500 underlyings' listing is ~70 MB
+_LISTINGS_KEPT = 2
 _RECORD_COLUMNS = ["symbol", "underlying", "expiration", "strike", "type", "open_interest", "last_price", "session"]
 _CA_NS = uuid.UUID("0b7c9a52-4e0f-4a4e-9d4b-6f2f6d0c1a77")
 
@@ -849,7 +851,7 @@ class SimulatorServer:
         df = pd.concat(frames, ignore_index=True).sort_values("symbol", kind="stable").reset_index(drop=True)
         with self._cache_lock:
             self._listings[key] = df
-            while len(self._listings) > 4:
+            while len(self._listings) > _LISTINGS_KEPT:
                 self._listings.popitem(last=False)
         return df
 

@@ -22,6 +22,7 @@ Why these details:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -185,7 +186,7 @@ def fetch_option_chain(
     return frame
 
 
-def fetch_option_contracts(
+def option_contract_pages(
     alpaca: AlpacaResource,
     underlyings: list[str],
     as_of: date | None = None,
@@ -193,18 +194,19 @@ def fetch_option_contracts(
     expiration_date_gte: date | None = None,
     expiration_date_lte: date | None = None,
     page_size: int = CONTRACTS_PAGE_SIZE,
-) -> pd.DataFrame:
-    """Active contracts on `underlyings`, paged by hand; one row per contract as delivered.
+) -> Iterator[pd.DataFrame]:
+    """Active contracts on `underlyings`, paged by hand: one raw frame per page, as delivered.
 
-    Pass an expiration window: without one Alpaca (and the simulator) return only contracts
-    expiring by the next weekend.
+    Why pages: 500 underlyings list ~300k contracts; held at once as Python dicts they were most of the options
+    step's peak memory (issue 10). A caller types and validates each page before the next is requested.
+    Pass an expiration window: without one Alpaca (and the simulator) return only contracts expiring by the
+    next weekend.
     """
     if not underlyings:
-        return pd.DataFrame({**{c: [] for c in RAW_CONTRACT_COLUMNS}, "payload": []})
+        return
     _check_underlyings(underlyings)
     client = trading_client(alpaca)
     use_as_of = as_of is not None and serves_history(alpaca)
-    records: list[dict[str, Any]] = []
     token: str | None = None
     seen: set[str] = set()
     for _ in range(MAX_CONTRACT_PAGES):
@@ -219,15 +221,40 @@ def fetch_option_contracts(
             _AsOfOptionContractsRequest(**fields, as_of=as_of) if use_as_of else GetOptionContractsRequest(**fields)
         )
         page = client.get_option_contracts(request) or {}
-        records.extend(r if isinstance(r, dict) else {"value": r} for r in page.get("option_contracts") or [])
+        records = [r if isinstance(r, dict) else {"value": r} for r in page.get("option_contracts") or []]
         token = page.get("next_page_token")
+        del page
+        frame = pd.DataFrame.from_records(records, columns=list(RAW_CONTRACT_COLUMNS))
+        frame["payload"] = records
+        yield frame
         if not token:
-            break
+            return
         if token in seen:
             raise RuntimeError(f"option contracts paging repeated the page token {token!r}; stopping")
         seen.add(token)
-    else:
-        raise RuntimeError(f"option contracts paging did not end after {MAX_CONTRACT_PAGES} pages")
-    frame = pd.DataFrame.from_records(records, columns=list(RAW_CONTRACT_COLUMNS))
-    frame["payload"] = records
-    return frame
+    raise RuntimeError(f"option contracts paging did not end after {MAX_CONTRACT_PAGES} pages")
+
+
+def fetch_option_contracts(
+    alpaca: AlpacaResource,
+    underlyings: list[str],
+    as_of: date | None = None,
+    *,
+    expiration_date_gte: date | None = None,
+    expiration_date_lte: date | None = None,
+    page_size: int = CONTRACTS_PAGE_SIZE,
+) -> pd.DataFrame:
+    """Every page of `option_contract_pages` in one raw frame (small universes; the asset works page by page)."""
+    pages = list(
+        option_contract_pages(
+            alpaca,
+            underlyings,
+            as_of,
+            expiration_date_gte=expiration_date_gte,
+            expiration_date_lte=expiration_date_lte,
+            page_size=page_size,
+        )
+    )
+    if not pages:
+        return pd.DataFrame({**{c: [] for c in RAW_CONTRACT_COLUMNS}, "payload": []})
+    return pd.concat(pages, ignore_index=True)

@@ -145,6 +145,7 @@ def contract_schema() -> pa.DataFrameSchema:
                 name="strike_matches",
                 error="symbol's strike disagrees with strike_price",
             ),
+            Check(lambda df: ~_mismatch(df, "status"), name="status_text", error="status is not text (e.g. a list)"),
             _NOT_EXPIRED,
         ],
         unique=["symbol"],
@@ -224,7 +225,12 @@ def coerce_raw_contracts(raw: pd.DataFrame, snapshot_date: object) -> pd.DataFra
     out["strike"] = _num(raw, "strike_price")
     out["style"] = raw["style"].astype("string").str.lower().astype(object)
     out["size"] = _num(raw, "size")
-    out["status"] = raw["status"].astype(object)
+    # a non-text status (a hostile list or dict) is unhashable: the duplicate check would crash on it, so it is
+    # blanked here and the row rejected by the schema, its payload quarantined as delivered
+    status = raw["status"].astype(object)
+    odd = ~status.map(lambda v: v is None or isinstance(v, str) or (isinstance(v, float) and np.isnan(v)))
+    out["status"] = status.where(~odd, None)
+    out["status_mismatch"] = odd.astype(bool)
     out["tradable"] = raw["tradable"].map(lambda v: bool(v) if isinstance(v, bool) else None).astype(object)
     out["open_interest"] = _num(raw, "open_interest")
     out["open_interest_date"] = _date(raw, "open_interest_date")

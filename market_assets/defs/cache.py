@@ -39,6 +39,7 @@ CACHE_DEPS = [
     AssetKey("option_greeks"),
     AssetKey("options_flow"),
 ]
+CHAIN_BATCH_UNDERLYINGS = 50
 
 
 def warm_cache(
@@ -59,7 +60,11 @@ def warm_cache(
     if "market" in kinds:
         report.merge(cache.write_market(load_market_data(warehouse, symbols, now)))
     if "chain" in kinds:
-        report.merge(cache.write_chains(load_chains(warehouse, symbols, generation, now)))
+        # a batch of underlyings at a time: 500 underlyings' chains are ~300k quote models, most of the cache
+        # step's memory when built at once (issue 10); one generation and time stamp for all of them
+        for start in range(0, len(symbols), CHAIN_BATCH_UNDERLYINGS):
+            batch = symbols[start : start + CHAIN_BATCH_UNDERLYINGS]
+            report.merge(cache.write_chains(load_chains(warehouse, batch, generation, now)))
     if "flow" in kinds:
         report.merge(cache.write_flows(load_flows(warehouse, symbols, now)))
     cache.record_warm(report, generation=generation)

@@ -20,7 +20,10 @@ snapshots only as of now, so against the real API only the latest completed sess
 materialized (a server that can serve the past, such as the simulator, says so on the resource).
 """
 
+import bisect
+import json
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,13 +45,16 @@ from dagster import (
 from market_assets.alpaca.options import (
     CHAIN_SOURCE,
     CONTRACTS_SOURCE,
+    RAW_CONTRACT_COLUMNS,
     fetch_option_chain,
-    fetch_option_contracts,
+    option_contract_pages,
     serves_history,
 )
 from market_assets.alpaca.resource import AlpacaResource
 from market_assets.analytics.adjustments import trailing_dividend_yield
+from market_assets.analytics.compact import share_repeated
 from market_assets.analytics.options.flow import compute_flow
+from market_assets.analytics.options.greeks import COLUMNS as GREEK_COLUMNS
 from market_assets.analytics.options.greeks import MODEL, compute_greeks
 from market_assets.analytics.options.rows import (
     QUARANTINE_COLUMNS,
@@ -78,7 +84,8 @@ from market_assets.warehouse.resource import WarehouseResource, WriteResult, con
 GROUP = "options"
 IV_BOUNDS = (0.01, 5.0)
 OI_LOOKBACK_DAYS = 10  # OI older than this is not carried onto a snapshot (a delisted feed, not a fact)
-UNUSUAL_HISTORY_SNAPSHOTS = 20
+UNUSUAL_HISTORY_SNAPSHOTS = 20  # a contract's earlier volumes its unusual-activity z-score is measured against
+FLOW_BATCH_UNDERLYINGS = 100  # underlyings whose chain the flow step reads at once (~60k rows for 100)
 # underlyings whose raw chain snapshots are held at once (see `fetch_chain`): ~35k snapshots for 50
 CHAIN_BATCH_UNDERLYINGS = 50
 # Option quarantine records carry the contract symbol; the underlying they belong to is in the payload
@@ -239,23 +246,72 @@ def _concat(parts: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- option_contracts
+# low-cardinality text of typed contract and chain rows, shared per distinct value (see analytics.compact)
+CONTRACT_TEXT = ("underlying", "root", "type", "style", "status", "occ_reason", "root_reason")
+GREEKS_SHARED = ("snapshot_date", "underlying", "expiration", "type", "price_source", "iv_reason", "model")
+CHAIN_TEXT = ("underlying", "root", "type", "occ_reason", "root_reason", "bid_exchange", "ask_exchange")
+
+
+class PagedPayloads:
+    """The raw records of every contracts page, zlib-compressed JSON, looked up by the row's running number.
+
+    Why: a rejected contract is quarantined exactly as delivered, but 300k delivered records kept as dicts were
+    the options step's largest allocation; compressed they are ~1/20 of that, and only pages holding a reject
+    are ever decompressed. The records are the API's parsed JSON, so the round trip returns equal values.
+    """
+
+    def __init__(self) -> None:
+        self._pages: list[tuple[int, bytes]] = []  # (first row number, compressed records)
+
+    def add(self, first_row: int, records: list[Any]) -> None:
+        self._pages.append((first_row, zlib.compress(json.dumps(records).encode(), 1)))
+
+    def take(self, rows: pd.Index) -> pd.Series:
+        """The payloads of these row numbers, as delivered."""
+        out: dict[int, Any] = {}
+        starts = [first for first, _ in self._pages]
+        wanted = sorted(int(r) for r in rows)
+        for page in sorted({bisect.bisect_right(starts, r) - 1 for r in wanted}):
+            first, blob = self._pages[page]
+            records = json.loads(zlib.decompress(blob))
+            for r in wanted:
+                if first <= r < first + len(records):
+                    out[r] = records[r - first]
+        return pd.Series([out[int(r)] for r in rows], index=rows, dtype=object)
+
+
 def fetch_contracts(
     alpaca: AlpacaResource, window: Window, horizon_days: int, run_id: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """(validated listings, quarantine records, rows fetched) of the window's sessions."""
+    """(validated listings, quarantine records, rows fetched) of the window's sessions.
+
+    Each page is typed (strings to numbers and dates) as it arrives and its raw records compressed, so memory
+    holds one page of dicts at a time. The schema still validates each session's listings as one frame: a
+    contract listed twice with conflicting values on two pages is rejected as it was before.
+    """
     kept, quarantine, fetched = [], [], 0
     for session in window.sessions:
-        raw = fetch_option_contracts(
+        typed, payloads = [], PagedPayloads()
+        for page in option_contract_pages(
             alpaca,
             window.universe,
             as_of=session,
             expiration_date_gte=session,
             expiration_date_lte=session + timedelta(days=horizon_days),
-        )
-        fetched += len(raw)
-        split = split_option_contracts(coerce_raw_contracts(raw, session))
+        ):
+            page.index = pd.RangeIndex(fetched, fetched + len(page))
+            payloads.add(fetched, page["payload"].tolist())
+            typed.append(share_repeated(coerce_raw_contracts(page.drop(columns="payload"), session), CONTRACT_TEXT))
+            fetched += len(page)
+            del page
+        if not typed:  # no underlyings: no page was requested
+            typed.append(coerce_raw_contracts(pd.DataFrame(columns=list(RAW_CONTRACT_COLUMNS)), session))
+        split = split_option_contracts(pd.concat(typed) if len(typed) > 1 else typed[0])
+        del typed
         kept.append(split.valid)
-        quarantine.append(quarantine_frame(CONTRACTS_SOURCE, split.rejected, raw["payload"], run_id))
+        if len(split.rejected):
+            raw = payloads.take(split.rejected.index)
+            quarantine.append(quarantine_frame(CONTRACTS_SOURCE, split.rejected, raw, run_id))
     return pd.concat(kept, ignore_index=True), _concat(quarantine, QUARANTINE_COLUMNS), fetched
 
 
@@ -370,10 +426,11 @@ def fetch_chain(
             fetched += len(raw)
             if oi is None:  # one read per session, only when the session has any snapshot
                 oi = queries.latest_open_interest(warehouse, window.universe, since, session)
-            split = split_option_chain(attach_open_interest(coerce_raw_chain(raw, session), oi))
+            typed = share_repeated(coerce_raw_chain(raw, session), CHAIN_TEXT)
+            split = split_option_chain(attach_open_interest(typed, oi))
             kept.append(split.valid.assign(run_id=run_id))
             quarantine.append(quarantine_frame(CHAIN_SOURCE, split.rejected, raw["payload"], run_id))
-            del raw, split
+            del raw, split, typed
     chain = _concat(kept, tables.OPTION_CHAIN.column_names)
     return conform(tables.OPTION_CHAIN, chain), _concat(quarantine, QUARANTINE_COLUMNS), fetched
 
@@ -519,18 +576,21 @@ def option_greeks(
     if (skip := _no_session(window, ["iv_plausible", "greeks_cover_chain"])) is not None:
         return skip
     span = window.span
-    chain = queries.chain_for_greeks(warehouse, *span)
     closes = queries.underlying_closes(warehouse, *span)
     yields = session_dividend_yields(warehouse, window, closes, option_parameters.dividend_yields)
-    parts = [
-        compute_greeks(day_chain, closes, rate=option_parameters.risk_free_rate, dividend_yields=yields.get(day, {}))
-        for day, day_chain in chain.groupby("snapshot_date", sort=True)
+    rate = option_parameters.risk_free_rate
+    parts = [  # the chain is read in chunks and each chunk's Greeks kept compact: memory holds one raw chunk
+        share_repeated(
+            compute_greeks(day_chain, closes, rate=rate, dividend_yields=yields.get(day, {})),
+            GREEKS_SHARED,
+        )
+        for chunk in queries.chain_for_greeks(warehouse, *span)
+        for day, day_chain in chunk.groupby("snapshot_date", sort=True)
     ]
-    frame = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else compute_greeks(chain, closes, rate=option_parameters.risk_free_rate, dividend_yields={})
-    ).assign(run_id=context.run.run_id)
+    frame = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(GREEK_COLUMNS))).assign(
+        run_id=context.run.run_id
+    )
+    del parts
     result = _replace(warehouse, tables.OPTION_GREEKS, frame, window)
     no_spot = sorted(frame.loc[frame["iv_reason"] == "no_underlying_price", "underlying"].unique())
     if no_spot:
@@ -568,17 +628,35 @@ def option_greeks(
 
 
 # ----------------------------------------------------------------------------- options_flow
-def flow_frames(warehouse: WarehouseResource, window: Window, chain: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The four flow tables of the window's chain (empty frames when there is no chain)."""
-    if chain.empty:
-        return {name: pd.DataFrame(columns=list(t.column_names)) for name, t in FLOW_TABLES.items()}
-    span = window.span
-    history_since = window.first - timedelta(days=UNUSUAL_HISTORY_SNAPSHOTS * 7 // 5 + 7)
-    return compute_flow(
-        chain,
-        queries.previous_snapshot_open_interest(warehouse, *span, OI_LOOKBACK_DAYS),
-        queries.volume_history(warehouse, window.universe, history_since, window.last),
-    )
+def flow_frames(warehouse: WarehouseResource, window: Window) -> tuple[dict[str, pd.DataFrame], bool]:
+    """The four flow tables of the window's chain (empty frames when there is no chain), and whether any
+    snapshot delivered a volume.
+
+    Every flow figure groups by underlying and session, so the chain is read and reduced one session and one
+    batch of underlyings at a time (memory holds one batch's chain, not the window's), and the unusual-activity
+    history is each contract's last `UNUSUAL_HISTORY_SNAPSHOTS` volumes before that session (index-backed; not
+    every stored snapshot since a date, which grew with the window and the history).
+    """
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FLOW_TABLES}
+    volume_known = False
+    for session in window.sessions:
+        for start in range(0, len(window.universe), FLOW_BATCH_UNDERLYINGS):
+            batch = window.universe[start : start + FLOW_BATCH_UNDERLYINGS]
+            chain = queries.chain_with_greeks(warehouse, batch, session, session)
+            if chain.empty:
+                continue
+            volume_known = volume_known or bool(chain["volume"].notna().any())
+            frames = compute_flow(
+                chain,
+                queries.previous_snapshot_open_interest(warehouse, batch, session, session, OI_LOOKBACK_DAYS),
+                queries.volume_history(warehouse, batch, session, UNUSUAL_HISTORY_SNAPSHOTS),
+            )
+            for name, frame in frames.items():
+                parts[name].append(frame)
+    return {
+        name: pd.concat(parts[name], ignore_index=True) if parts[name] else pd.DataFrame(columns=list(t.column_names))
+        for name, t in FLOW_TABLES.items()
+    }, volume_known
 
 
 @asset(
@@ -610,8 +688,7 @@ def options_flow(context: AssetExecutionContext, warehouse: WarehouseResource) -
     if (skip := _no_session(window, ["put_call_ratios_finite", "flow_covers_chain"])) is not None:
         return skip
     span = window.span
-    chain = queries.chain_with_greeks(warehouse, *span)
-    frames = flow_frames(warehouse, window, chain)
+    frames, volume_known = flow_frames(warehouse, window)
     written = {
         table.name: _replace(warehouse, table, frames[name].assign(run_id=context.run.run_id), window).rows_written
         for name, table in FLOW_TABLES.items()
@@ -627,7 +704,7 @@ def options_flow(context: AssetExecutionContext, warehouse: WarehouseResource) -
         metadata={
             **{f"run_rows_{name.split('.')[1]}": MetadataValue.int(n) for name, n in written.items()},
             "underlyings": MetadataValue.int(int(daily["underlying"].nunique()) if len(daily) else 0),
-            "volume_known": MetadataValue.bool(bool(chain["volume"].notna().any()) if len(chain) else False),
+            "volume_known": MetadataValue.bool(volume_known),
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
             "preview": _md_table(daily[[c for c in preview_cols if c in daily]]),
         },

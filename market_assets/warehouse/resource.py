@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -66,8 +67,11 @@ class WriteResult:
 
 
 def dedupe_last(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    """ON CONFLICT and primary keys both fail on a repeated key in one batch: keep the last one."""
-    return frame.drop_duplicates(subset=list(key), keep="last")
+    """ON CONFLICT and primary keys both fail on a repeated key in one batch: keep the last one.
+
+    The frame itself when no key repeats (the usual case): a 300k-row option batch is not copied to find nothing."""
+    repeated = frame.duplicated(subset=list(key), keep="last")
+    return frame.loc[~repeated] if repeated.any() else frame
 
 
 def _new_york_day_bounds(sessions: tuple[date, date]) -> tuple[datetime, datetime]:
@@ -89,20 +93,25 @@ def conform(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
     integers (rounded), floats as float64, blank or NaN text as NULL (the binary encoder refuses both).
 
     Why here: every writer of a table needs the same adaptation; done once at the boundary, callers hand over
-    whatever pandas produced (object columns, float counts, empty strings from the feed)."""
-    out = frame.copy()
+    whatever pandas produced (object columns, float counts, empty strings from the feed).
+
+    Columns already in shape are shared, not copied (pandas copy-on-write keeps the caller's frame intact): a
+    full copy of a 300k-row option chain per write was a peak of the options step (issue 10)."""
+    out: dict[str, pd.Series] = {}
     for name, pg_type in table.columns:
-        if name not in out:
-            out[name] = None
-        column = out[name]
+        column = frame[name] if name in frame else pd.Series(None, index=frame.index, dtype=object)
         if pg_type in _INT_TYPES:
-            out[name] = pd.to_numeric(column, errors="coerce").round().astype("Int64")
+            if column.dtype != "Int64":
+                column = pd.to_numeric(column, errors="coerce").round().astype("Int64")
         elif pg_type == "float8":
-            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+            if column.dtype != "float64":
+                column = pd.to_numeric(column, errors="coerce").astype("float64")
         elif pg_type == "text":
             text = column.astype(object)
-            out[name] = text.where(column.notna() & (column.astype(str) != ""), None)
-    return out[list(table.column_names)]
+            blank = column.isna() | (text == "")
+            column = text.where(~blank, None) if blank.any() else text
+        out[name] = column
+    return pd.DataFrame(out, index=frame.index, copy=False)
 
 
 BAR_COLUMNS = ("symbol", "ts", "session", "open", "high", "low", "close", "volume", "trade_count", "vwap")
@@ -670,6 +679,32 @@ class WarehouseResource(ConfigurableResource):
             cur.execute(query, params)
             names = [d.name for d in cur.description or []]
             return pd.DataFrame(cur.fetchall(), columns=names)
+
+    def read_frames(
+        self,
+        query: str | sql.Composable,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        rows: int = 50_000,
+    ) -> Iterator[pd.DataFrame]:
+        """The result of `query` as frames of at most `rows` rows, through a server-side cursor.
+
+        Why: `read_frame` materializes the whole result three times over (libpq's buffer, a list of Python
+        tuples, the frame); a 300k-row option chain read that way was a peak of the options step (issue 10).
+        Here the server holds the result and the client one chunk at a time. At least one (possibly empty)
+        frame is yielded, so callers always see the columns.
+        """
+        with self.connect() as conn, conn.cursor(name=f"read_frames_{uuid.uuid4().hex}") as cur:
+            cur.execute(query, params)
+            names = [d.name for d in cur.description or []]
+            first = True
+            while True:
+                batch = cur.fetchmany(rows)
+                if not batch and not first:
+                    return
+                first = False
+                yield pd.DataFrame(batch, columns=names)
+                if len(batch) < rows:
+                    return
 
     def scalar(self, query: str | sql.Composable, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         with self.connect() as conn:

@@ -224,7 +224,7 @@ def test_chain_contract_never_keeps_a_non_finite_or_overflowing_value(records: l
                 "id": st.text(max_size=3),
                 "symbol": st.one_of(st.just("AAPL240621C00190000"), st.text(max_size=20)),
                 "name": st.none(),
-                "status": st.just("active"),
+                "status": st.one_of(st.just("active"), hostile_number),
                 "tradable": st.one_of(st.booleans(), hostile_number),
                 "expiration_date": st.one_of(st.just("2024-06-21"), st.text(max_size=10), st.none()),
                 "root_symbol": st.just("AAPL"),
@@ -250,6 +250,28 @@ def test_contract_reference_data_never_keeps_a_non_finite_or_overflowing_value(r
     assert not np.isinf(values).any()
     assert (np.nan_to_num(np.abs(split.valid[["size", "open_interest"]].to_numpy(dtype="float64"))) < INT8_LIMIT).all()
     assert split.rejected["reason"].map(bool).all()
+
+
+def test_a_contract_whose_status_is_a_list_is_quarantined_with_a_reason_not_a_crash() -> None:
+    """A hostile ``status`` (a list, a dict, a number) is unhashable or not text: the duplicate check crashed on it
+    (TypeError: unhashable type) and took the whole page with it. Now that row alone is rejected, saying why."""
+    good = {"id": "a", "symbol": "AAPL240621C00190000", "name": None, "status": "active", "tradable": True,
+            "expiration_date": "2024-06-21", "root_symbol": "AAPL", "underlying_symbol": "AAPL",
+            "underlying_asset_id": None, "type": "call", "style": "american", "strike_price": "190", "size": "100",
+            "open_interest": "10", "open_interest_date": None, "close_price": "1.5",
+            "close_price_date": None}  # fmt: skip
+    records = [
+        good,
+        {**good, "id": "b", "symbol": "AAPL240621P00190000", "type": "put", "status": ["active", "x"]},
+        {**good, "id": "c", "symbol": "AAPL240621C00200000", "strike_price": "200", "status": {"s": 1}},
+        {**good, "id": "d", "symbol": "AAPL240621C00210000", "strike_price": "210", "status": 7},
+    ]
+    raw = pd.DataFrame.from_records(records, columns=CONTRACT_COLUMNS)
+    split = split_option_contracts(coerce_raw_contracts(raw, date(2024, 3, 4)))
+    assert split.valid["symbol"].tolist() == ["AAPL240621C00190000"]
+    assert split.valid["status"].tolist() == ["active"]
+    assert sorted(split.rejected["symbol"]) == ["AAPL240621C00200000", "AAPL240621C00210000", "AAPL240621P00190000"]
+    assert (split.rejected["reason"] == "status is not text (e.g. a list)").all()
 
 
 def test_the_three_reported_payloads_are_quarantined_one_row_each() -> None:

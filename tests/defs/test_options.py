@@ -242,10 +242,10 @@ def _corrupt_contracts(frame: pd.DataFrame) -> pd.DataFrame:
 def test_malformed_contracts_are_quarantined_and_odd_quotes_flagged(
     sim: SimulatorServer, wh: WarehouseResource, model: MarketModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_chain, real_contracts = options_module.fetch_option_chain, options_module.fetch_option_contracts
+    real_chain, real_pages = options_module.fetch_option_chain, options_module.option_contract_pages
     monkeypatch.setattr(options_module, "fetch_option_chain", lambda *a, **k: _corrupt_chain(real_chain(*a, **k)))
     monkeypatch.setattr(
-        options_module, "fetch_option_contracts", lambda *a, **k: _corrupt_contracts(real_contracts(*a, **k))
+        options_module, "option_contract_pages", lambda *a, **k: map(_corrupt_contracts, real_pages(*a, **k))
     )
     sim.faults = FaultConfig()
     result = run(
@@ -273,6 +273,8 @@ def test_malformed_contracts_are_quarantined_and_odd_quotes_flagged(
     assert any("call/put disagrees with type" in r for r in contracts_q)
     assert any("open_interest must be >= 0" in r for r in contracts_q)
     assert len(contracts_q) == 3
+    contract_payloads = q[q["dataset"] == "option_contracts"]["payload"].tolist()
+    assert sum(p["strike_price"] == "999" for p in contract_payloads) == 1  # kept as delivered, not as typed
 
     chain = wh.read_frame("SELECT symbol, bid, ask, mark, crossed, zero_bid FROM market.option_chain")
     assert not chain["symbol"].isin(q["symbol"]).any()
@@ -348,3 +350,62 @@ def test_option_parameters_resource_carries_the_validated_settings() -> None:
     assert OptionParameters.from_environment({}) == OptionParameters()
     with pytest.raises(SettingsError, match="OPTIONS_FEED"):
         OptionParameters.from_environment({"OPTIONS_FEED": "sip"})
+
+
+def test_contracts_typed_page_by_page_match_one_page_and_reject_a_conflicting_repeat_across_pages(
+    sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typing each page as it arrives changes nothing: the same listings as one large page, and a contract that
+    two pages list with different values is rejected (both copies), its payloads quarantined as delivered."""
+    sim.faults = FaultConfig()
+    alpaca = alpaca_for(sim)
+    window = options_module.Window(SESSION, SESSION, [SESSION], UNIVERSE, PARTITION)
+    one_page, _, fetched = options_module.fetch_contracts(alpaca, window, 60, "run")
+    assert fetched > 1000
+    real = options_module.option_contract_pages
+
+    def small_pages(*args: Any, **kwargs: Any) -> Iterator[pd.DataFrame]:
+        for i, page in enumerate(real(*args, **{**kwargs, "page_size": 500})):
+            if i == 2:  # the first listing of this page again, at another strike: a conflicting repeat
+                repeat = page.iloc[[0]].assign(strike_price="123.5")
+                repeat["payload"] = [{**page["payload"].iloc[0], "strike_price": "123.5"}]
+                page = pd.concat([page, repeat], ignore_index=True)
+            yield page
+
+    monkeypatch.setattr(options_module, "option_contract_pages", small_pages)
+    paged, quarantine, fetched_paged = options_module.fetch_contracts(alpaca, window, 60, "run")
+    assert fetched_paged == fetched + 1
+    repeated = quarantine["symbol"].iloc[0]
+    assert quarantine["symbol"].tolist() == [repeated, repeated]
+    payloads = quarantine["payload"].tolist()
+    assert {p["symbol"] for p in payloads} == {repeated} and all("underlying_symbol" in p for p in payloads)
+    assert sorted(p["strike_price"] == "123.5" for p in payloads) == [False, True]  # both copies, as delivered
+    assert (quarantine["reason"].str.contains("duplicate contract symbol")).all()
+    expected = one_page[one_page["symbol"] != repeated].reset_index(drop=True)
+    pd.testing.assert_frame_equal(paged.reset_index(drop=True), expected, check_exact=True)
+
+
+def test_volume_history_reads_each_contracts_last_snapshots_before_the_session(wh: WarehouseResource) -> None:
+    """The unusual-activity history: per contract of the session (with a volume), its last N earlier snapshots
+    with a known volume; not every stored snapshot, not other underlyings, nothing on or after the session."""
+    from market_assets.domain.sessions import sessions_between
+    from market_assets.warehouse import tables
+    from market_assets.warehouse.queries.options import volume_history
+    from market_assets.warehouse.resource import conform
+
+    days = sessions_between(date(2026, 5, 1), date(2026, 7, 2))
+    at = days.index(SESSION)
+    contracts = {"KO260918C00060000": "KO", "KO260918P00060000": "KO", "MSFT260918C00400000": "MSFT"}
+    rows = []
+    for i, day in enumerate(days):
+        for symbol, underlying in contracts.items():
+            volume = None if (symbol.endswith("P00060000") and day == SESSION) or i % 7 == 3 else 100 + i
+            rows.append({"symbol": symbol, "snapshot_date": day, "underlying": underlying, "root": underlying,
+                         "expiration": date(2026, 9, 18), "strike": 60.0, "type": "call", "volume": volume,
+                         "crossed": False, "zero_bid": False})  # fmt: skip
+    wh.upsert(tables.OPTION_CHAIN, conform(tables.OPTION_CHAIN, pd.DataFrame(rows)))
+    history = volume_history(wh, ["KO"], SESSION, 5)
+    known_before = [i for i in range(at) if i % 7 != 3][-5:]
+    assert sorted(history["symbol"].unique()) == ["KO260918C00060000"]  # the put has no volume that session
+    assert sorted(history["snapshot_date"]) == [days[i] for i in known_before]
+    assert sorted(history["volume"]) == [100 + i for i in known_before]

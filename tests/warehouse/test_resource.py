@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from market_assets.analytics.options.rows import quarantine_frame
-from market_assets.warehouse.resource import WarehouseResource, copy_frame
+from market_assets.warehouse import tables
+from market_assets.warehouse.resource import WarehouseResource, conform, copy_frame, dedupe_last
 from market_assets.warehouse.tables import BARS_MINUTE, QUARANTINE, TABLES
 
 QUARANTINE_COLUMNS = QUARANTINE.columns
@@ -317,3 +318,42 @@ def test_option_contract_rejects_are_keyed_by_contract_and_session(warehouse: Wa
         "option_contracts", "2024-03-01..2024-03-04", ["KO"], contract_rejects(contract, ["2024-03-04"]), owner=owner
     )
     assert warehouse.scalar("SELECT count(*) FROM market.quarantine WHERE dataset = 'option_contracts'") == 1
+
+
+def test_read_frames_yields_the_whole_result_in_chunks_of_the_asked_size(warehouse: WarehouseResource) -> None:
+    """The chunked reader (a server-side cursor) returns every row once, in order, at most `rows` a chunk."""
+    query = "SELECT g AS n, g * 0.5 AS half, 'x' || g AS label FROM generate_series(1, 2503) AS g ORDER BY g"
+    chunks = list(warehouse.read_frames(query, rows=1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 503]
+    whole = pd.concat(chunks, ignore_index=True)
+    assert whole["n"].tolist() == list(range(1, 2504))
+    assert whole["half"].tolist() == [n * 0.5 for n in range(1, 2504)]
+    assert whole["label"].iloc[-1] == "x2503"
+    exact = list(warehouse.read_frames("SELECT 1 AS n FROM generate_series(1, 4)", rows=2))
+    assert [len(c) for c in exact] == [2, 2]
+    empty = list(warehouse.read_frames("SELECT 1 AS n WHERE false"))
+    assert len(empty) == 1 and empty[0].empty and list(empty[0].columns) == ["n"]
+
+
+def test_conform_shapes_the_columns_and_leaves_the_callers_frame_untouched() -> None:
+    """Without copying the whole frame: the caller's frame keeps its values, the result has the table's shape."""
+    columns = (("symbol", "text"), ("n", "int8"), ("x", "float8"), ("note", "text"))
+    table = tables.Table("market.t", columns, ("symbol",))
+    frame = pd.DataFrame({"x": [1, 2.5, None], "symbol": ["A", "", None], "n": [1.4, None, 2.6], "extra": [1, 2, 3]})
+    before = frame.copy()
+    out = conform(table, frame)
+    assert list(out.columns) == ["symbol", "n", "x", "note"]
+    assert out["symbol"].tolist() == ["A", None, None]
+    assert out["n"].tolist() == [1, pd.NA, 3] and str(out["n"].dtype) == "Int64"
+    assert out["x"].iloc[:2].tolist() == [1.0, 2.5] and pd.isna(out["x"].iloc[2]) and out["x"].dtype == "float64"
+    assert out["note"].tolist() == [None, None, None]
+    pd.testing.assert_frame_equal(frame, before)
+    out.loc[0, "x"] = 99.0
+    pd.testing.assert_frame_equal(frame, before)  # copy-on-write: writing the result leaves the input alone
+
+
+def test_dedupe_last_keeps_the_last_of_a_repeated_key_and_returns_a_clean_batch_as_is() -> None:
+    frame = pd.DataFrame({"k": ["a", "b", "a"], "v": [1, 2, 3]})
+    assert dedupe_last(frame, ["k"]).to_dict("records") == [{"k": "b", "v": 2}, {"k": "a", "v": 3}]
+    clean = frame.iloc[:2]
+    assert dedupe_last(clean, ["k"]) is clean

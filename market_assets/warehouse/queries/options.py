@@ -9,7 +9,7 @@ Every function takes the universe (underlyings) and an inclusive date window, li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
 
 import pandas as pd
@@ -61,14 +61,17 @@ def latest_open_interest(
     return _frame(frame, ["symbol", "open_interest", "as_of"])
 
 
-def chain_for_greeks(warehouse: WarehouseResource, underlyings: Sequence[str], first: date, last: date) -> pd.DataFrame:
-    """The stored chain rows our IV/Greeks are computed from, by snapshot then contract."""
+def chain_for_greeks(
+    warehouse: WarehouseResource, underlyings: Sequence[str], first: date, last: date, rows: int = 50_000
+) -> Iterator[pd.DataFrame]:
+    """The stored chain rows our IV/Greeks are computed from, by snapshot then contract, `rows` at a time (a
+    session of 500 underlyings is ~300k rows; the Greeks of a row depend on that row alone)."""
     query = sql.SQL(
         "SELECT symbol, snapshot_date, underlying, expiration, strike, type, mark, last, quote_time, trade_time, "
         "alpaca_iv, alpaca_delta, alpaca_gamma, alpaca_theta, alpaca_vega, alpaca_rho FROM {} "
         "WHERE underlying = ANY(%s) AND snapshot_date BETWEEN %s AND %s ORDER BY snapshot_date, symbol"
     ).format(CHAIN)
-    return warehouse.read_frame(query, (list(underlyings), first, last))
+    return warehouse.read_frames(query, (list(underlyings), first, last), rows)
 
 
 def underlying_closes(
@@ -115,13 +118,24 @@ def previous_snapshot_open_interest(
     return _frame(frame, ["underlying", "snapshot_date", "previous_snapshot_date", "symbol", "open_interest"])
 
 
-def volume_history(warehouse: WarehouseResource, underlyings: Sequence[str], since: date, before: date) -> pd.DataFrame:
-    """(symbol, snapshot_date, volume) of earlier snapshots with a known volume, in [since, before)."""
+def volume_history(
+    warehouse: WarehouseResource, underlyings: Sequence[str], session: date, snapshots: int
+) -> pd.DataFrame:
+    """(symbol, snapshot_date, volume): for each contract of the underlyings' `session` chain that has a volume,
+    its last `snapshots` earlier snapshots with a known volume.
+
+    Why this shape: the unusual-activity z-score needs a contract's recent volumes, not every stored one; each
+    contract's history is read through the chain's primary key (symbol, snapshot_date) newest first and stops
+    after `snapshots` rows, so the cost follows the session's contracts, not the years stored before it.
+    """
     query = sql.SQL(
-        "SELECT symbol, snapshot_date, volume FROM {} WHERE underlying = ANY(%s) "
-        "AND volume IS NOT NULL AND snapshot_date < %s AND snapshot_date >= %s"
-    ).format(CHAIN)
-    frame = warehouse.read_frame(query, (list(underlyings), before, since))
+        "SELECT c.symbol, h.snapshot_date, h.volume FROM {chain} c CROSS JOIN LATERAL ("
+        "  SELECT x.snapshot_date, x.volume FROM {chain} x WHERE x.symbol = c.symbol "
+        "  AND x.snapshot_date < c.snapshot_date AND x.volume IS NOT NULL "
+        "  ORDER BY x.snapshot_date DESC LIMIT %s) h "
+        "WHERE c.underlying = ANY(%s) AND c.snapshot_date = %s AND c.volume IS NOT NULL"
+    ).format(chain=CHAIN)
+    frame = warehouse.read_frame(query, (snapshots, list(underlyings), session))
     return _frame(frame, ["symbol", "snapshot_date", "volume"])
 
 
