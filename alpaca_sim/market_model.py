@@ -874,6 +874,9 @@ class MarketModel:
                 **{f"true_{g}": v for g, v in greeks.items()},
             }
         )
+        # the repeated labels as categories: a cached session of 500 chains is ~110 MB smaller (issue 10)
+        labels = ["underlying", "type", "bid_exchange", "ask_exchange", "last_exchange"]
+        frame[labels] = frame[labels].astype("category")
         return frame.sort_values("symbol", kind="stable").reset_index(drop=True)
 
     def option_contracts(self, underlying: str, as_of: date) -> pd.DataFrame:

@@ -17,9 +17,12 @@ import json
 import os
 import sys
 import tempfile
+import threading
+import time
 from datetime import date
 from pathlib import Path
 
+import psutil
 import psycopg
 import redis
 
@@ -103,6 +106,24 @@ def redis_checksum(url: str) -> str:
     return f"{len(keys)} keys {h.hexdigest()}"
 
 
+def step_windows(env: dict[str, str]) -> list[tuple[str, float, float]]:
+    """(step, start, end) in wall-clock seconds from Dagster's event log of the run."""
+    import psycopg2  # Dagster's own storage driver
+
+    from market_assets.config import load_settings
+    from market_assets.runtime.services import resolve_endpoints
+
+    os.environ.update(env)
+    url = resolve_endpoints(load_settings()).dagster_storage_url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT step_key, min(extract(epoch FROM timestamp)), max(extract(epoch FROM timestamp)) "
+            "FROM event_logs WHERE dagster_event_type IN ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE') "
+            "GROUP BY run_id, step_key ORDER BY 2"
+        )
+        return [(str(k), float(a), float(b)) for k, a, b in cur.fetchall()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, default=500)
@@ -115,7 +136,22 @@ def main() -> None:
     for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_DATA_URL", "DAGSTER_HOME"):
         env.pop(name, None)
     cmd = ["run", "--symbols", ",".join(symbols), "--intraday-days", "0", "--start", str(end), "--end", str(end)]
+    timeline: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # every CLI child's RSS, with the wall time, to attribute the peak to a step
+        while not stop.is_set():
+            for proc in psutil.process_iter(["cmdline", "memory_info"]):
+                cmd_line = proc.info["cmdline"] or []
+                mine = "market_assets.runtime.cli" in cmd_line and proc.ppid() == os.getpid()
+                if mine and proc.info["memory_info"] is not None:
+                    timeline.append((time.time(), proc.info["memory_info"].rss))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     wall, peak, out, code = run_cli(cmd, env)
+    stop.set()
     print(out[-2500:], flush=True)
     if code != 0:
         raise SystemExit(f"market-data run failed with exit code {code}")
@@ -131,6 +167,10 @@ def main() -> None:
     for name, digest in table_checksums(dsn).items():
         print(f"  {name:26s} {digest}")
     print(f"  {'redis':26s} {redis_checksum(resolve_endpoints(load_settings()).redis_url)}")
+    print("peak RSS per Dagster step (sampled):")
+    for step, lo, hi in step_windows(env):
+        inside = [rss for t, rss in timeline if lo <= t <= hi]
+        print(f"  {step:28s} {hi - lo:7.1f} s  peak {max(inside, default=0) / 2**20:7,.0f} MiB")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")
 
 

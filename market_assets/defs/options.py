@@ -52,7 +52,7 @@ from market_assets.alpaca.options import (
 )
 from market_assets.alpaca.resource import AlpacaResource
 from market_assets.analytics.adjustments import trailing_dividend_yield
-from market_assets.analytics.compact import share_repeated
+from market_assets.analytics.compact import detach_text, share_repeated
 from market_assets.analytics.options.flow import compute_flow
 from market_assets.analytics.options.greeks import COLUMNS as GREEK_COLUMNS
 from market_assets.analytics.options.greeks import MODEL, compute_greeks
@@ -183,8 +183,22 @@ def atm_first(frame: pd.DataFrame) -> pd.DataFrame:
         distance = (frame["strike"] / frame["underlying_price"] - 1.0).abs()
     else:
         distance = (frame["alpaca_delta"].abs() - 0.5).abs()
-    ranked = frame.assign(_distance=distance.fillna(float("inf"))).sort_values(["_distance", "expiration", "type"])
-    return ranked.drop_duplicates("underlying").sort_values("underlying").drop(columns="_distance")
+    # rank on the key columns alone and take the winners' rows: sorting the whole frame copied every column
+    keys = pd.DataFrame(
+        {
+            "underlying": frame["underlying"],
+            "_distance": distance.fillna(float("inf")),
+            "expiration": frame["expiration"],
+            "type": frame["type"],
+        }
+    )
+    winners = keys.sort_values(["_distance", "expiration", "type"]).drop_duplicates("underlying").index
+    return frame.loc[winners].sort_values("underlying")
+
+
+def first_rows(frame: pd.DataFrame, by: list[str], rows: int = 10) -> pd.DataFrame:
+    """The first `rows` rows of `frame` in `by` order, sorting the key columns only (a preview of 300k rows)."""
+    return frame.loc[frame[by].sort_values(by).index[:rows]]
 
 
 def _no_session(window: Window, checks: Sequence[str]) -> MaterializeResult | None:
@@ -301,7 +315,12 @@ def fetch_contracts(
         ):
             page.index = pd.RangeIndex(fetched, fetched + len(page))
             payloads.add(fetched, page["payload"].tolist())
-            typed.append(share_repeated(coerce_raw_contracts(page.drop(columns="payload"), session), CONTRACT_TEXT))
+            typed.append(
+                detach_text(
+                    share_repeated(coerce_raw_contracts(page.drop(columns="payload"), session), CONTRACT_TEXT),
+                    ("symbol", "id", "name"),
+                )
+            )
             fetched += len(page)
             del page
         if not typed:  # no underlyings: no page was requested
@@ -356,6 +375,7 @@ def option_contracts(
         )
         contracts = conform(tables.OPTION_CONTRACTS, contract_rows(kept).assign(run_id=run_id))
         oi_rows = conform(tables.OPEN_INTEREST, open_interest_rows(kept).assign(run_id=run_id))
+        del kept
         with warehouse.transaction():  # contracts, their open interest and their rejects: all or nothing
             # latest listing wins; a re-run (or an older backfill) changes nothing
             changed = warehouse.upsert(
@@ -369,7 +389,7 @@ def option_contracts(
         counts.written = len(contracts)
     oi_since = window.first - timedelta(days=OI_LOOKBACK_DAYS)
     negative = queries.negative_open_interest(warehouse, window.universe, oi_since, window.last)
-    preview = contracts.sort_values(["underlying", "expiration", "strike"])
+    preview = first_rows(contracts, ["underlying", "expiration", "strike"])
     return MaterializeResult(
         metadata={
             "rows_fetched": MetadataValue.int(counts.fetched),
@@ -426,7 +446,7 @@ def fetch_chain(
             fetched += len(raw)
             if oi is None:  # one read per session, only when the session has any snapshot
                 oi = queries.latest_open_interest(warehouse, window.universe, since, session)
-            typed = share_repeated(coerce_raw_chain(raw, session), CHAIN_TEXT)
+            typed = detach_text(share_repeated(coerce_raw_chain(raw, session), CHAIN_TEXT), ("symbol",))
             split = split_option_chain(attach_open_interest(typed, oi))
             kept.append(split.valid.assign(run_id=run_id))
             quarantine.append(quarantine_frame(CHAIN_SOURCE, split.rejected, raw["payload"], run_id))
@@ -597,8 +617,9 @@ def option_greeks(
         context.log.warning("no daily close for %s: materialize daily_bars for this partition", ", ".join(no_spot))
     out_of_bounds = queries.implied_vols_outside(warehouse, *span, IV_BOUNDS)
     reasons = frame["iv_reason"].dropna().value_counts()
-    preview = atm_first(frame[frame["iv"].notna()])
     columns = ["symbol", "underlying_price", "price_used", "iv", "alpaca_iv", "delta", "alpaca_delta"]
+    ranked = ["underlying", "strike", "expiration", "type"]  # what atm_first ranks by; the preview's columns only
+    preview = atm_first(frame.loc[frame["iv"].notna(), columns + ranked])
     report_partitions(
         context, frame, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTION_GREEKS,
         table_rows=warehouse.count_rows(tables.OPTION_GREEKS, (window.first, window.last))[0],

@@ -7,7 +7,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from market_assets.analytics.compact import share_repeated
+from market_assets.analytics.compact import detach_text, share_repeated
 
 
 def test_repeated_values_become_one_shared_object_and_compare_equal_to_the_input() -> None:
@@ -30,3 +30,12 @@ def test_a_column_with_unhashable_values_is_left_alone() -> None:
     frame = pd.DataFrame({"status": pd.Series([["active"], "active", "active"], dtype=object)})
     out = share_repeated(frame, ["status"])
     assert out["status"].tolist() == [["active"], "active", "active"]
+
+
+def test_detached_text_is_equal_but_new_and_other_values_stay() -> None:
+    frame = pd.DataFrame({"s": pd.Series(["AAPL240621C00190000", None, 5, "é\udc80"], dtype=object), "n": [1, 2, 3, 4]})
+    out = detach_text(frame, ["s", "n", "missing"])
+    assert out["s"].tolist() == frame["s"].tolist()
+    assert out["s"][0] is not frame["s"][0] and out["s"][3] is not frame["s"][3]
+    assert out["s"][2] == 5 and out["s"][1] is None and out["s"].dtype == object
+    assert out["n"].tolist() == [1, 2, 3, 4]

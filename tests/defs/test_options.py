@@ -409,3 +409,25 @@ def test_volume_history_reads_each_contracts_last_snapshots_before_the_session(w
     assert sorted(history["symbol"].unique()) == ["KO260918C00060000"]  # the put has no volume that session
     assert sorted(history["snapshot_date"]) == [days[i] for i in known_before]
     assert sorted(history["volume"]) == [100 + i for i in known_before]
+
+
+def test_previews_pick_the_rows_a_full_sort_would() -> None:
+    """atm_first: per underlying the contract nearest the money, then the nearest expiry, calls first;
+    first_rows: the first rows in key order. Both rank key columns only, so the winners are checked by hand."""
+    july, august = date(2026, 7, 17), date(2026, 8, 21)
+    frame = pd.DataFrame(
+        {
+            "underlying": ["B", "A", "A", "A", "B", "A"],
+            "strike": [50.0, 100.0, 105.0, 100.0, 55.0, 100.0],
+            "underlying_price": [52.0, 101.0, 101.0, 101.0, 52.0, 101.0],
+            "expiration": [july, august, july, july, july, july],
+            "type": ["call", "call", "call", "put", "put", "call"],
+            "payload": ["b50c", "a100c-aug", "a105c", "a100p", "b55p", "a100c-jul"],
+        },
+        index=[10, 11, 12, 13, 14, 15],
+    )
+    atm = options_module.atm_first(frame)
+    assert atm["payload"].tolist() == ["a100c-jul", "b50c"] and atm.index.tolist() == [15, 10]
+    assert list(atm.columns) == list(frame.columns)
+    first = options_module.first_rows(frame, ["underlying", "expiration", "strike"], rows=3)
+    assert first["payload"].tolist() == ["a100p", "a100c-jul", "a105c"]  # ties keep their order
