@@ -600,9 +600,11 @@ def option_greeks(
     yields = session_dividend_yields(warehouse, window, closes, option_parameters.dividend_yields)
     rate = option_parameters.risk_free_rate
     parts = [  # the chain is read in chunks and each chunk's Greeks kept compact: memory holds one raw chunk
-        share_repeated(
-            compute_greeks(day_chain, closes, rate=rate, dividend_yields=yields.get(day, {})),
-            GREEKS_SHARED,
+        detach_text(
+            share_repeated(
+                compute_greeks(day_chain, closes, rate=rate, dividend_yields=yields.get(day, {})), GREEKS_SHARED
+            ),
+            ("symbol",),  # not the strings of the chunk's rows, which would pin the chunk's memory
         )
         for chunk in queries.chain_for_greeks(warehouse, *span)
         for day, day_chain in chunk.groupby("snapshot_date", sort=True)

@@ -273,8 +273,10 @@ def test_malformed_contracts_are_quarantined_and_odd_quotes_flagged(
     assert any("call/put disagrees with type" in r for r in contracts_q)
     assert any("open_interest must be >= 0" in r for r in contracts_q)
     assert len(contracts_q) == 3
-    contract_payloads = q[q["dataset"] == "option_contracts"]["payload"].tolist()
-    assert sum(p["strike_price"] == "999" for p in contract_payloads) == 1  # kept as delivered, not as typed
+    rejected = q[q["dataset"] == "option_contracts"]
+    # each reject carries the record the server sent (the corruption above is applied after the wire)
+    assert [p["symbol"] for p in rejected["payload"]] == rejected["symbol"].tolist()
+    assert all(p["underlying_symbol"] == "KO" and "strike_price" in p for p in rejected["payload"])
 
     chain = wh.read_frame("SELECT symbol, bid, ask, mark, crossed, zero_bid FROM market.option_chain")
     assert not chain["symbol"].isin(q["symbol"]).any()
