@@ -508,7 +508,6 @@ def option_chain(
     span = window.span
     report_partitions(
         context, kept, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTION_CHAIN,
-        table_rows=warehouse.count_rows(tables.OPTION_CHAIN, (window.first, window.last))[0],
         latest={"preview": _md_table(atm_first(kept)[["symbol", "bid", "ask", "mark", "last", "open_interest",
                                                           "alpaca_iv"]])},
     )  # fmt: skip
@@ -624,7 +623,6 @@ def option_greeks(
     preview = atm_first(frame.loc[frame["iv"].notna(), columns + ranked])
     report_partitions(
         context, frame, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTION_GREEKS,
-        table_rows=warehouse.count_rows(tables.OPTION_GREEKS, (window.first, window.last))[0],
         latest={"preview": _md_table(preview[columns]), "iv_smile": MetadataValue.md(smile_chart(frame))},
     )  # fmt: skip
     return MaterializeResult(
@@ -719,7 +717,6 @@ def options_flow(context: AssetExecutionContext, warehouse: WarehouseResource) -
     daily = frames["daily"]
     report_partitions(
         context, daily, date_column="snapshot_date", symbol_column="underlying", table=tables.OPTIONS_FLOW_DAILY,
-        table_rows=warehouse.count_rows(tables.OPTIONS_FLOW_DAILY, (window.first, window.last))[0],
     )  # fmt: skip
     preview_cols = ["underlying", "snapshot_date", "put_call_volume_ratio", "put_call_oi_ratio", "oi_change",
                     "front_max_pain", "front_atm_iv", "front_skew_25d"]  # fmt: skip
