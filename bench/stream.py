@@ -494,12 +494,15 @@ def verdict(f: dict[str, Any], quota: float | None) -> str:
                 f"work {f['others_cpu_pct']} %); the clients cost {f['clients_us_per_delivery']:.1f} us per delivery "
                 f"to serve's {f['serve_us_per_delivery']:.1f} us")  # fmt: skip
     if f["serve_bound"] and quota is not None:
+        also = ("" if f["machine_cpu_pct"] < 90 else "; but the machine was busy too (other work "
+                f"{f['others_cpu_pct']} % of a core): partly the machine's limit: measure when quiet")  # fmt: skip
         return (f"serve, at its CPU quota: serve processes used {f['serve_cpu_pct']} % of a core of their "
                 f"{f['serve_budget_pct']} % each, throttled in {f['serve_throttled_pct']} % of the CFS periods, while "
-                f"the machine was at {f['machine_cpu_pct']} % of its {f['cores']} cores")  # fmt: skip
+                f"the machine was at {f['machine_cpu_pct']} % of its {f['cores']} cores{also}")  # fmt: skip
     if f["serve_bound"]:
         return "serve (a serve process used a whole core)"
-    return f"neither serve nor the machine was saturated: latency from scheduling (load average {f['load1']})"
+    return (f"neither serve nor the machine was saturated: latency from scheduling (load average {f['load1']}, "
+            f"machine {f['machine_cpu_pct']} %, other work {f['others_cpu_pct']} % of a core)")  # fmt: skip
 
 
 def leases_back_to_zero(r: Any, lease_key: str, timeout: float) -> float:
@@ -649,13 +652,11 @@ def main() -> None:
                 print(f"p99 at {args.clients} clients, target step, 2 processes <= 100 ms   {first2['p99_ms']:.1f} ms")
             cap1 = one["capacity"]["deliveries_s"] if one["capacity"] else None
             cap2 = two["capacity"]["deliveries_s"] if two["capacity"] else None
-            print(f"capacity at p99 <= 100 ms, 1 process{how}                   "
-                  f"{cap1 if cap1 is None else f'{cap1:,}/s'}")  # fmt: skip
-            print(f"capacity at p99 <= 100 ms, 2 processes{how}                 "
-                  f"{cap2 if cap2 is None else f'{cap2:,}/s'}")  # fmt: skip
+            print(f"{f'capacity at p99 <= 100 ms, 1 process{how}':<56} {cap1 if cap1 is None else f'{cap1:,}/s'}")
+            print(f"{f'capacity at p99 <= 100 ms, 2 processes{how}':<56} {cap2 if cap2 is None else f'{cap2:,}/s'}")
             if cap1 and cap2:
                 grid = "" if not capped else f" (ramp steps x{growth:g}: each capacity is within one step)"
-                print(f"2 processes / 1, measured capacity{how}  >= 1.8x     {cap2 / cap1:.2f}x{grid}")
+                print(f"{f'2 processes / 1, measured capacity{how}':<44} >= 1.8x     {cap2 / cap1:.2f}x{grid}")
             # serve's cost per delivery at the same total rate (frames carry more quotes at higher rates per process)
             same = max(set(s["offered_deliveries_s"] for s in one["steps"])
                        & set(s["offered_deliveries_s"] for s in two["steps"]), default=None)  # fmt: skip
@@ -672,8 +673,11 @@ def main() -> None:
                       + ("; lower --serve-cpu so that the capped serve processes and the clients fit in the cores"
                          if capped else ""))  # fmt: skip
             elif capped and all(lim is not None and lim["serve_bound"] for lim in limits):
-                print(f"both limits were serve's CPU quota ({args.serve_cpu:g} of a core per process), not the "
-                      "machine: the 2 / 1 capacity ratio is serve's scale-out")  # fmt: skip
+                busy = [lim["machine_cpu_pct"] for lim in limits if lim["machine_cpu_pct"] >= 90]
+                print(f"both limits were serve's CPU quota ({args.serve_cpu:g} of a core per process): the 2 / 1 "
+                      "capacity ratio is serve's scale-out"
+                      + (f", but the machine was also busy ({busy} %) at a limit: read it as a lower bound"
+                         if busy else ", not the machine's"))  # fmt: skip
         print(json.dumps(results))
     finally:
         signal.alarm(0)
