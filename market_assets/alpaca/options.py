@@ -233,28 +233,3 @@ def option_contract_pages(
             raise RuntimeError(f"option contracts paging repeated the page token {token!r}; stopping")
         seen.add(token)
     raise RuntimeError(f"option contracts paging did not end after {MAX_CONTRACT_PAGES} pages")
-
-
-def fetch_option_contracts(
-    alpaca: AlpacaResource,
-    underlyings: list[str],
-    as_of: date | None = None,
-    *,
-    expiration_date_gte: date | None = None,
-    expiration_date_lte: date | None = None,
-    page_size: int = CONTRACTS_PAGE_SIZE,
-) -> pd.DataFrame:
-    """Every page of `option_contract_pages` in one raw frame (small universes; the asset works page by page)."""
-    pages = list(
-        option_contract_pages(
-            alpaca,
-            underlyings,
-            as_of,
-            expiration_date_gte=expiration_date_gte,
-            expiration_date_lte=expiration_date_lte,
-            page_size=page_size,
-        )
-    )
-    if not pages:
-        return pd.DataFrame({**{c: [] for c in RAW_CONTRACT_COLUMNS}, "payload": []})
-    return pd.concat(pages, ignore_index=True)

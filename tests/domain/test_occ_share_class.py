@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 
 from alpaca_sim.server import SimulatorServer
-from market_assets.alpaca.options import fetch_option_chain, fetch_option_contracts
+from market_assets.alpaca.options import fetch_option_chain, option_contract_pages
 from market_assets.contracts.options import (
     coerce_raw_chain,
     coerce_raw_contracts,
@@ -30,7 +30,8 @@ def test_brk_b_chain_and_contracts_are_ingested() -> None:
     with SimulatorServer(clock=datetime(2025, 1, 15, 23, 0, tzinfo=UTC)) as sim:
         alpaca = alpaca_for(sim)
         chain = fetch_option_chain(alpaca, "BRK.B", as_of=day)
-        contracts = fetch_option_contracts(alpaca, ["BRK.B"], as_of=day, expiration_date_lte=date(2025, 3, 31))
+        pages = option_contract_pages(alpaca, ["BRK.B"], as_of=day, expiration_date_lte=date(2025, 3, 31))
+        contracts = pd.concat(list(pages), ignore_index=True)
     assert len(chain) > 100 and chain["symbol"].str.startswith("BRKB").all()
     kept = split_option_chain(coerce_raw_chain(chain, day))
     assert kept.rejected.empty, kept.rejected["reason"].unique()
