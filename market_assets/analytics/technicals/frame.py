@@ -25,6 +25,7 @@ from market_assets.analytics.technicals import levels as lv
 from market_assets.analytics.technicals import movements as mv
 from market_assets.analytics.technicals import patterns as pt
 from market_assets.analytics.technicals import volume as vol
+from market_assets.domain.sessions import as_days
 
 __all__ = [
     "LOOKBACK_SESSIONS",
@@ -422,15 +423,8 @@ def support_resistance(
 
 
 def _days(values: Any) -> np.ndarray:
-    """Dates (date objects, strings or datetimes) as numpy datetime64[D]."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "M":
-        return arr.astype("datetime64[D]")
-    return (
-        np.array([np.datetime64(v, "D") for v in pd.unique(arr)], dtype="datetime64[D]")[pd.factorize(arr)[0]]
-        if arr.size
-        else np.array([], dtype="datetime64[D]")
-    )
+    """Dates (date objects, strings or datetimes, any sequence) as numpy datetime64[D] (see `as_days`)."""
+    return as_days(pd.Series(np.asarray(values)))
 
 
 LEVEL_FRAME_COLUMNS = [
