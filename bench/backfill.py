@@ -48,7 +48,7 @@ BARS_PAGE = 10_000
 CONTRACTS_PAGE = 10_000
 CHAIN_PAGE = 1_000
 API_PER_MINUTE = 200
-DERIVED = ("indicators_daily", "patterns", "support_resistance", "pivot_points")
+DERIVED = ("indicators_daily", "patterns", "support_resistance_packed", "pivot_points")
 CPU: list[float] = []  # CPU seconds (user + system) of each CLI run, simulator included (it runs in-process)
 
 

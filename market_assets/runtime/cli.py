@@ -35,7 +35,7 @@ from market_assets.observability.logging import configure
 # the tables the run summary counts, from the registry (its partition column gives the "in window" count)
 SUMMARY_TABLES = ("market.symbols", "market.bars_daily", "market.bars_minute", "market.corporate_actions",
                   "market.adjustment_factors", "market.indicators_daily", "market.patterns",
-                  "market.support_resistance", "market.option_chain", "market.option_greeks",
+                  "market.support_resistance_packed", "market.option_chain", "market.option_greeks",
                   "market.options_flow_daily", "market.quarantine")  # fmt: skip
 # Dagster's documented run tags for a single-run partition range (the tag names are public; their constants are not)
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"

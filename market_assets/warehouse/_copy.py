@@ -8,6 +8,11 @@ as the server's own parsing, and the whole load runs close to the raw `COPY` lim
 Format (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4): an 11-byte
 signature, flags and header-extension length; per tuple an int16 field count and, per field, an
 int32 byte length (-1 for NULL) followed by the value in network byte order; an int16 -1 trailer.
+
+Array columns (type ``float8[]`` etc.) are *nested*: consecutive frame rows that share the key become one tuple,
+each array column holding those rows' values in order (see ``tables.Table.nested``). A one-dimensional array
+without NULLs is, in binary: ndim, has-null flag, element type OID, length, lower bound (int32 each), then every
+element as length + value. Tuples with the same array length share a layout, so they are encoded at once too.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ _FIXED = {
     "date": np.dtype(">i4"),
     "bool": np.dtype("u1"),
 }
-PG_TYPES = (*_FIXED, "text", "jsonb")
+PG_TYPES = (*_FIXED, "text", "jsonb", *(f"{t}[]" for t in _FIXED))
+_ELEMENT_OID = {"float8": 701, "int8": 20, "int4": 23, "timestamptz": 1184, "date": 1082, "bool": 16}
+_ARRAY_HEADER = 20  # ndim, flags, element OID, length, lower bound
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,11 @@ class _Column:
 
 
 def _prepare(series: pd.Series, name: str, pg_type: str) -> _Column:
+    if pg_type.endswith("[]"):  # nested: the flat elements, prepared as their element type
+        element = _prepare(series, name, pg_type[:-2])
+        if element.pg_type not in _ELEMENT_OID:
+            raise ValueError(f"unsupported array type {pg_type!r} for column {name!r}")
+        return _Column(name, pg_type, element.values, element.nulls)
     if pg_type in ("text", "jsonb"):
         codes, uniques = pd.factorize(series, use_na_sentinel=True)
         prefix = b"\x01" if pg_type == "jsonb" else b""  # jsonb binary format version 1
@@ -76,22 +88,73 @@ def _prepare(series: pd.Series, name: str, pg_type: str) -> _Column:
     raise ValueError(f"unsupported PostgreSQL type {pg_type!r} for column {name!r}; use one of {PG_TYPES}")
 
 
-def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class _Nesting:
+    """Which flat rows form each tuple: tuple t holds rows ``start[t] .. start[t] + count[t] - 1``."""
+
+    start: np.ndarray
+    count: np.ndarray
+
+
+def _nest(prepared: list[_Column], key: Sequence[str]) -> tuple[list[_Column], _Nesting]:
+    """Scalar columns cut to one value per tuple (its first row's), array columns left flat, and the nesting.
+
+    The rows of one key must be consecutive (the frame's order is kept, so is the tuples' order on disk): a key
+    that comes back after another is a caller's error, raised here rather than as a duplicate-key failure.
+    """
+    by_name = {c.name: c for c in prepared}
+    missing = [k for k in key if k not in by_name or by_name[k].pg_type.endswith("[]")]
+    if not key or missing:
+        raise ValueError(f"array columns need scalar key columns to nest rows by; not usable: {missing or key}")
+    keys = [by_name[k].values for k in key]
+    n = keys[0].size
+    boundary = np.zeros(n, dtype=bool)
+    boundary[0] = True
+    for values in keys:
+        boundary[1:] |= values[1:] != values[:-1]
+    start = np.flatnonzero(boundary)
+    firsts = [values[start] for values in keys]
+    ordered = np.lexsort(firsts[::-1])
+    repeated = np.ones(start.size - 1, dtype=bool)
+    for values in firsts:
+        repeated &= values[ordered][1:] == values[ordered][:-1]
+    if repeated.any():
+        raise ValueError(f"rows of one key {tuple(key)} are not consecutive: sort the frame by its key first")
+    nesting = _Nesting(start, np.diff(np.append(start, n)))
+    out = []
+    for col in prepared:
+        if col.pg_type.endswith("[]"):
+            if col.nulls.any():
+                raise ValueError(f"array column {col.name!r}: NULL elements are not stored")
+            out.append(col)
+        else:
+            out.append(_Column(col.name, col.pg_type, col.values[start], col.nulls[start], col.strings))
+    return out, nesting
+
+
+def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]], key: Sequence[str] = ()) -> Iterator[bytes]:
     """Yield the tuples of `frame` in binary COPY format (no signature/trailer), group by group.
 
-    `columns` is the COPY column list with PostgreSQL types, in order.
+    `columns` is the COPY column list with PostgreSQL types, in order; array types (``float8[]``) nest the rows
+    that share `key` into one tuple (see the module doc).
     """
     n = len(frame)
     if n == 0:
         return
     prepared = [_prepare(frame[name], name, pg_type) for name, pg_type in columns]
+    nesting: _Nesting | None = None
+    if any(col.pg_type.endswith("[]") for col in prepared):
+        prepared, nesting = _nest(prepared, key)
+        n = nesting.start.size
 
     # A row's layout is defined by its NULLs and its text lengths; rows sharing one are encoded
     # together. Each column's layout part is a small integer; the parts are folded into one
     # group code with re-factorisation after every column so the code never overflows.
     parts: list[np.ndarray] = []
     for col in prepared:
-        if col.strings is not None:
+        if nesting is not None and col.pg_type.endswith("[]"):
+            parts.append(nesting.count)  # one array length per tuple: all array columns share it
+        elif col.strings is not None:
             lengths = np.array([len(s) for s in col.strings] + [-1], dtype=np.int64)
             parts.append(lengths[col.values])  # code -1 picks the trailing -1 (NULL)
         else:
@@ -115,7 +178,11 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iter
         fields: list[tuple[str, np.dtype | str]] = [("n", ">i2")]
         for i, col in enumerate(prepared):
             fields.append((f"l{i}", ">i4"))
-            if col.strings is not None:
+            if nesting is not None and col.pg_type.endswith("[]"):
+                element = _FIXED[col.pg_type[:-2]]
+                fields.append((f"h{i}", ">i4", (5,)))
+                fields.append((f"e{i}", [("n", ">i4"), ("v", element)], (int(row_layout[i]),)))
+            elif col.strings is not None:
                 if row_layout[i] >= 0:
                     fields.append((f"v{i}", f"S{max(int(row_layout[i]), 1)}"))
             elif not (col.nulls.any() and row_layout[i] == 1):
@@ -123,7 +190,14 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> Iter
         out = np.empty(n_rows, dtype=np.dtype(fields))
         out["n"] = field_count
         for i, col in enumerate(prepared):
-            if col.strings is not None:
+            if nesting is not None and col.pg_type.endswith("[]"):
+                size, element = int(row_layout[i]), _FIXED[col.pg_type[:-2]]
+                out[f"l{i}"] = _ARRAY_HEADER + size * (4 + element.itemsize)
+                out[f"h{i}"] = (1, 0, _ELEMENT_OID[col.pg_type[:-2]], size, 1)
+                out[f"e{i}"]["n"] = element.itemsize
+                starts = nesting.start[rows] if n_groups > 1 else nesting.start
+                out[f"e{i}"]["v"] = col.values[starts[:, None] + np.arange(size)]
+            elif col.strings is not None:
                 length = int(row_layout[i])
                 out[f"l{i}"] = length
                 if length > 0:

@@ -123,19 +123,43 @@ def _check_table(table: str) -> str:
     return table
 
 
-def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> int:
-    """Binary-COPY `frame` into `table` on an open transaction; returns the row count."""
+def _slices(frame: pd.DataFrame, key: Sequence[str], nested: bool) -> Iterator[tuple[int, int]]:
+    """[start, end) row ranges of about `_ROWS_PER_SLICE` rows; for a nested table never inside one key's rows."""
+    n, start = len(frame), 0
+    keys = frame[list(key)] if nested else None
+    while start < n:
+        end = min(start + _ROWS_PER_SLICE, n)
+        if keys is not None:
+            last = tuple(keys.iloc[end - 1])
+            while end < n and tuple(keys.iloc[end]) == last:
+                end += 1
+        yield start, end
+        start = end
+
+
+def copy_frame(
+    conn: psycopg.Connection,
+    table: str,
+    frame: pd.DataFrame,
+    columns: Sequence[tuple[str, str]],
+    key: Sequence[str] = (),
+) -> int:
+    """Binary-COPY `frame` into `table` on an open transaction; returns the frame's row count.
+
+    With array columns (a nested table, see ``tables.Table.nested``) the rows sharing `key` become one tuple.
+    """
     if frame.empty:
         return 0
     column_list = ", ".join(name for name, _ in columns)
+    nested = any(pg_type.endswith("[]") for _, pg_type in columns)
     with (
         conn.cursor() as cur,
         cur.copy(f"COPY {_check_table(table)} ({column_list}) FROM STDIN (FORMAT BINARY)") as cp,
     ):
         cp.write(SIGNATURE)
         # encode slice by slice so the server parses one slice while the next is being encoded
-        for start in range(0, len(frame), _ROWS_PER_SLICE):
-            for block in encode_rows(frame.iloc[start : start + _ROWS_PER_SLICE], columns):
+        for start, end in _slices(frame, key, nested):
+            for block in encode_rows(frame.iloc[start:end], columns, key):
                 cp.write(block)
         cp.write(TRAILER)
     return len(frame)
@@ -385,7 +409,8 @@ class WarehouseResource(ConfigurableResource):
         """
         if table.partition_column is None:
             raise ValueError(f"{table.name} has no partition column: it cannot be replaced by partition")
-        frame = dedupe_last(frame, table.key)
+        if not table.nested:  # a nested table's rows of one key are its tuple's array elements, not duplicates
+            frame = dedupe_last(frame, table.key)
         column = table.partition_column
         delivered: tuple[list[str], list[Any]] | None = None
         if only_delivered:
@@ -409,7 +434,7 @@ class WarehouseResource(ConfigurableResource):
                 params += list(_new_york_day_bounds(sessions))
             query = sql.SQL("DELETE FROM {} WHERE {}").format(_identifier(table.name), where)
             deleted = conn.execute(query, params).rowcount
-            written = copy_frame(conn, table.name, frame, table.columns)
+            written = copy_frame(conn, table.name, frame, table.columns, table.key)
             quarantined = 0
             if dataset is not None:
                 quarantined = self.replace_quarantine(

@@ -30,6 +30,12 @@ class Table:
     monthly: bool = False  # range-partitioned by month on ts (partitions created on demand by the writer)
 
     @property
+    def nested(self) -> bool:
+        """Array columns (``float8[]``...): the writer stores the frame's consecutive rows that share `key` as one
+        tuple whose arrays hold their values in order. A view of the old name unnests them for SQL users."""
+        return any(pg_type.endswith("[]") for _, pg_type in self.columns)
+
+    @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
@@ -124,21 +130,23 @@ PATTERNS = Table(
     "session",
     ("computed_at",),
 )
+# One tuple per symbol and session holding all its levels (migration 063): a twelfth of the tuples and index
+# entries of one row per level; analysts read the view market.support_resistance, one row per level.
 SUPPORT_RESISTANCE = Table(
-    "market.support_resistance",
+    "market.support_resistance_packed",
     (
         ("symbol", "text"),
         ("as_of", "date"),
         ("session", "date"),
-        ("kind", "text"),
-        ("level", "float8"),
-        ("touches", "int4"),
-        ("first_touch", "timestamptz"),
-        ("last_touch", "timestamptz"),
-        ("strength", "float8"),
+        ("resistance", "bool[]"),
+        ("level", "float8[]"),
+        ("touches", "int4[]"),
+        ("first_touch", "timestamptz[]"),
+        ("last_touch", "timestamptz[]"),
+        ("strength", "float8[]"),
         ("run_id", "text"),
     ),
-    ("symbol", "as_of", "kind", "level"),
+    ("symbol", "as_of"),
     "session",
     ("computed_at",),
 )

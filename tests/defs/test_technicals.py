@@ -97,7 +97,7 @@ def snapshot_all(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
 
 def wipe_derived(warehouse: WarehouseResource) -> None:
     with warehouse.connect() as conn:
-        conn.execute(f"TRUNCATE {DERIVED_TABLES}")
+        conn.execute(f"TRUNCATE {DERIVED_TABLES.replace('support_resistance', 'support_resistance_packed')}")
 
 
 @pytest.fixture(scope="module")

@@ -357,3 +357,72 @@ def test_dedupe_last_keeps_the_last_of_a_repeated_key_and_returns_a_clean_batch_
     assert dedupe_last(frame, ["k"]).to_dict("records") == [{"k": "b", "v": 2}, {"k": "a", "v": 3}]
     clean = frame.iloc[:2]
     assert dedupe_last(clean, ["k"]) is clean
+
+
+LEVELS = tables.SUPPORT_RESISTANCE
+
+
+def level_rows(symbols: list[str], days: list[str], seed: int = 0) -> pd.DataFrame:
+    """Flat level rows (one per level), 1..13 levels per (symbol, session), grouped by session then symbol."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for day in days:
+        for s in symbols:
+            for k in range(int(rng.integers(1, 14))):
+                touch = pd.Timestamp(day, tz="America/New_York") - pd.Timedelta(days=int(rng.integers(0, 300)))
+                rows.append({"symbol": s, "as_of": date.fromisoformat(day), "session": date.fromisoformat(day),
+                             "resistance": bool(rng.integers(0, 2)), "level": 10.0 + k + rng.random(),
+                             "touches": int(rng.integers(1, 9)), "first_touch": touch - pd.Timedelta(days=3),
+                             "last_touch": touch, "strength": float(rng.random()), "run_id": "r"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_nested_table_stores_one_tuple_per_key_and_its_view_gives_the_rows_back(
+    warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("market_assets.warehouse.resource._ROWS_PER_SLICE", 7)  # slices cut inside keys' rows
+    frame = level_rows(["AAPL", "BRK.B", "MSFT"], ["2024-01-02", "2024-01-03", "2024-01-04"])
+    result = warehouse.replace_partition(LEVELS, frame, sessions=(date(2024, 1, 2), date(2024, 1, 4)),
+                                         symbols=["AAPL", "BRK.B", "MSFT"])  # fmt: skip
+    assert result.rows_written == len(frame)
+    packed = warehouse.read_frame(
+        "SELECT symbol, as_of, cardinality(level) AS n FROM market.support_resistance_packed ORDER BY 2, 1"
+    )
+    expected = frame.groupby(["as_of", "symbol"], sort=True).size().reset_index(name="n")
+    assert packed[["symbol", "as_of", "n"]].values.tolist() == expected[["symbol", "as_of", "n"]].values.tolist()
+    back = warehouse.read_frame(
+        "SELECT symbol, as_of, session, kind, level, touches, first_touch, last_touch, strength, run_id"
+        " FROM market.support_resistance ORDER BY session, symbol, level"
+    )
+    want = frame.sort_values(["session", "symbol", "level"]).reset_index(drop=True)
+    assert back["kind"].tolist() == np.where(want["resistance"], "resistance", "support").tolist()
+    for name in ("symbol", "as_of", "session", "touches", "run_id"):
+        assert back[name].tolist() == want[name].tolist(), name
+    for name in ("level", "strength"):
+        assert np.array_equal(back[name].to_numpy(float), want[name].to_numpy(float)), name  # bit for bit
+    for name in ("first_touch", "last_touch"):
+        assert pd.to_datetime(back[name], utc=True).tolist() == want[name].tolist(), name
+
+    # replacing one session of one symbol leaves every other tuple alone
+    again = level_rows(["MSFT"], ["2024-01-03"], seed=9)
+    warehouse.replace_partition(LEVELS, again, sessions=(date(2024, 1, 3), date(2024, 1, 3)), symbols=["MSFT"])
+    msft = warehouse.read_frame(
+        "SELECT level FROM market.support_resistance WHERE symbol = 'MSFT' AND session = '2024-01-03' ORDER BY level"
+    )
+    assert msft["level"].tolist() == sorted(again["level"].tolist())
+    total = warehouse.scalar("SELECT count(*) FROM market.support_resistance")
+    replaced = int(((frame["symbol"] == "MSFT") & (frame["session"] == date(2024, 1, 3))).sum())
+    assert total == len(frame) - replaced + len(again)
+
+
+def test_a_nested_write_refuses_keys_out_of_order_and_null_elements(warehouse: WarehouseResource) -> None:
+    frame = level_rows(["AAPL", "MSFT"], ["2024-01-02"])
+    shuffled = pd.concat([frame, frame.iloc[:1]], ignore_index=True)  # AAPL's rows come back after MSFT's
+    with pytest.raises(ValueError, match="not consecutive"):
+        warehouse.replace_partition(LEVELS, shuffled, sessions=(date(2024, 1, 2), date(2024, 1, 2)),
+                                    symbols=["AAPL", "MSFT"])  # fmt: skip
+    holed = frame.assign(level=frame["level"].where(frame.index != 1))
+    with pytest.raises(ValueError, match="NULL elements"):
+        warehouse.replace_partition(LEVELS, holed, sessions=(date(2024, 1, 2), date(2024, 1, 2)),
+                                    symbols=["AAPL", "MSFT"])  # fmt: skip
+    assert warehouse.scalar("SELECT count(*) FROM market.support_resistance_packed") == 0  # nothing half-written

@@ -7,7 +7,8 @@ from market_assets.warehouse.tables import TABLES
 
 # information_schema's udt_name -> the registry's type names
 _TYPES = {"float8": "float8", "int8": "int8", "int4": "int4", "text": "text", "date": "date", "bool": "bool",
-          "timestamptz": "timestamptz", "jsonb": "jsonb"}  # fmt: skip
+          "timestamptz": "timestamptz", "jsonb": "jsonb", "float8[]": "_float8", "int4[]": "_int4",
+          "bool[]": "_bool", "timestamptz[]": "_timestamptz"}  # fmt: skip
 
 
 def _schema(warehouse: WarehouseResource) -> dict[str, list[tuple[str, str]]]:

@@ -34,6 +34,7 @@ LEVEL_ROW_COLUMNS = (
     "as_of",
     "session",
     "kind",
+    "resistance",  # kind == "resistance": the packed table stores this flag (migration 063)
     "level",
     "touches",
     "first_touch",
@@ -193,7 +194,10 @@ def levels_for_sessions(
         return pd.DataFrame(columns=list(LEVEL_ROW_COLUMNS))
     starts = [session_before(day, lookback) for day in sessions]
     out = support_resistance_by_session(bars, list(sessions), starts)
-    return out[list(LEVEL_ROW_COLUMNS)] if len(out) else pd.DataFrame(columns=list(LEVEL_ROW_COLUMNS))
+    if not len(out):
+        return pd.DataFrame(columns=list(LEVEL_ROW_COLUMNS))
+    out["resistance"] = out["kind"].to_numpy() == "resistance"
+    return out[list(LEVEL_ROW_COLUMNS)]
 
 
 def pivot_rows(bars: pd.DataFrame, first: date, last: date) -> pd.DataFrame:

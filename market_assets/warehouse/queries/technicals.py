@@ -223,7 +223,7 @@ def pattern_markers(warehouse: WarehouseResource, symbols: Sequence[str], start:
 def levels_as_of(warehouse: WarehouseResource, universe: Sequence[str], day: date, n: int) -> pd.DataFrame:
     """The stored levels as of `day` of the first `n` symbols (alphabetically) of `universe` that have any."""
     frame = warehouse.read_frame(
-        "WITH firsts AS (SELECT DISTINCT symbol FROM market.support_resistance"
+        "WITH firsts AS (SELECT symbol FROM market.support_resistance_packed"
         "                WHERE symbol = ANY(%(u)s) AND session = %(d)s ORDER BY symbol LIMIT %(n)s) "
         "SELECT s.symbol, s.as_of, s.kind, s.level, s.touches, s.strength FROM market.support_resistance s"
         " JOIN firsts USING (symbol) WHERE s.session = %(d)s ORDER BY s.symbol, s.level",
