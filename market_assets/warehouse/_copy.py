@@ -96,40 +96,45 @@ class _Nesting:
     count: np.ndarray
 
 
-def _nest(prepared: list[_Column], key: Sequence[str]) -> tuple[list[_Column], _Nesting]:
-    """Scalar columns cut to one value per tuple (its first row's), array columns left flat, and the nesting.
+def _nest(
+    frame: pd.DataFrame, columns: Sequence[tuple[str, str]], key: Sequence[str]
+) -> tuple[list[_Column], _Nesting]:
+    """The columns prepared for nesting: key and other scalar columns one value per tuple (its first row's),
+    array columns flat; and the nesting. Only the key columns are prepared on every row.
 
     The rows of one key must be consecutive (the frame's order is kept, so is the tuples' order on disk): a key
     that comes back after another is a caller's error, raised here rather than as a duplicate-key failure.
     """
-    by_name = {c.name: c for c in prepared}
-    missing = [k for k in key if k not in by_name or by_name[k].pg_type.endswith("[]")]
-    if not key or missing:
-        raise ValueError(f"array columns need scalar key columns to nest rows by; not usable: {missing or key}")
-    keys = [by_name[k].values for k in key]
-    n = keys[0].size
+    types = dict(columns)
+    if not key or any(k not in types or types[k].endswith("[]") for k in key):
+        raise ValueError(f"array columns need scalar key columns to nest rows by, got {tuple(key)}")
+    keyed = {k: _prepare(frame[k], k, types[k]) for k in key}
+    n = len(frame)
     boundary = np.zeros(n, dtype=bool)
     boundary[0] = True
-    for values in keys:
-        boundary[1:] |= values[1:] != values[:-1]
+    for col in keyed.values():
+        boundary[1:] |= col.values[1:] != col.values[:-1]
     start = np.flatnonzero(boundary)
-    firsts = [values[start] for values in keys]
+    firsts = [col.values[start] for col in keyed.values()]
     ordered = np.lexsort(firsts[::-1])
     repeated = np.ones(start.size - 1, dtype=bool)
     for values in firsts:
         repeated &= values[ordered][1:] == values[ordered][:-1]
     if repeated.any():
         raise ValueError(f"rows of one key {tuple(key)} are not consecutive: sort the frame by its key first")
-    nesting = _Nesting(start, np.diff(np.append(start, n)))
     out = []
-    for col in prepared:
-        if col.pg_type.endswith("[]"):
+    for name, pg_type in columns:
+        if pg_type.endswith("[]"):
+            col = _prepare(frame[name], name, pg_type)
             if col.nulls.any():
-                raise ValueError(f"array column {col.name!r}: NULL elements are not stored")
-            out.append(col)
+                raise ValueError(f"array column {name!r}: NULL elements are not stored")
+        elif name in keyed:
+            full = keyed[name]
+            col = _Column(name, pg_type, full.values[start], full.nulls[start], full.strings)
         else:
-            out.append(_Column(col.name, col.pg_type, col.values[start], col.nulls[start], col.strings))
-    return out, nesting
+            col = _prepare(frame[name].iloc[start], name, pg_type)
+        out.append(col)
+    return out, _Nesting(start, np.diff(np.append(start, n)))
 
 
 def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]], key: Sequence[str] = ()) -> Iterator[bytes]:
@@ -141,11 +146,12 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]], key: Se
     n = len(frame)
     if n == 0:
         return
-    prepared = [_prepare(frame[name], name, pg_type) for name, pg_type in columns]
     nesting: _Nesting | None = None
-    if any(col.pg_type.endswith("[]") for col in prepared):
-        prepared, nesting = _nest(prepared, key)
+    if any(pg_type.endswith("[]") for _, pg_type in columns):
+        prepared, nesting = _nest(frame, columns, key)
         n = nesting.start.size
+    else:
+        prepared = [_prepare(frame[name], name, pg_type) for name, pg_type in columns]
 
     # A row's layout is defined by its NULLs and its text lengths; rows sharing one are encoded
     # together. Each column's layout part is a small integer; the parts are folded into one
