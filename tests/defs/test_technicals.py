@@ -437,6 +437,31 @@ def test_checks_fail_on_the_faults_they_guard(pipeline: Pipeline) -> None:
     assert restored.success and all(check_results(restored).values())
 
 
+def test_level_and_pivot_checks_fail_on_the_faults_they_guard(pipeline: Pipeline) -> None:
+    """The same for the level and pivot checks: a level on the wrong side of the close, a touch after the as-of bar,
+    pivots out of order and a missing pivot row are each counted; a re-materialization clears them."""
+    day = date(2025, 12, 31)
+    warehouse = pipeline.warehouse
+    result = pipeline.materialize([support_resistance_levels, pivot_levels], partition=str(day))
+    assert result.success and all(check_results(result).values())
+    assert technicals_queries.level_violations(warehouse, UNIVERSE, day, day) == 0
+    assert technicals_queries.pivot_faults(warehouse, UNIVERSE, day, day) == {"unordered": 0, "missing": 0}
+    with warehouse.connect() as conn:
+        # AAPL: its first level's side flipped; MSFT: its last level touched a day after the as-of bar
+        conn.execute("UPDATE market.support_resistance_packed SET resistance[1] = NOT resistance[1]"
+                     " WHERE symbol = 'AAPL' AND session = %s", (day,))  # fmt: skip
+        conn.execute("UPDATE market.support_resistance_packed SET last_touch[cardinality(last_touch)] ="
+                     " last_touch[cardinality(last_touch)] + interval '400 days'"
+                     " WHERE symbol = 'MSFT' AND session = %s", (day,))  # fmt: skip
+        conn.execute("UPDATE market.pivot_points SET r1 = s3 - 1 WHERE symbol = 'AAPL' AND session = %s", (day,))
+        conn.execute("DELETE FROM market.pivot_points WHERE symbol = 'MSFT' AND session = %s", (day,))
+    assert technicals_queries.level_violations(warehouse, UNIVERSE, day, day) == 2
+    assert technicals_queries.pivot_faults(warehouse, UNIVERSE, day, day) == {"unordered": 1, "missing": 1}
+    restored = pipeline.materialize([support_resistance_levels, pivot_levels], partition=str(day))
+    assert restored.success and all(check_results(restored).values())
+    assert technicals_queries.level_violations(warehouse, UNIVERSE, day, day) == 0
+
+
 def test_every_computed_column_is_stored_with_values(pipeline: Pipeline) -> None:
     """One test, not one per column name (the registry test already proves the columns exist): every computed
     column reached the warehouse with values, not only as an empty column."""
