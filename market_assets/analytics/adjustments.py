@@ -132,24 +132,6 @@ def cumulative_factors(
     return uniq, per[0], per[1], per[2]
 
 
-def bar_factors(
-    sessions: np.ndarray, ex_dates: np.ndarray, cum_split: np.ndarray, cum_volume: np.ndarray, cum_dividend: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per bar (one symbol): ``(split price factor, volume factor, dividend price factor)``.
-
-    The factor of a bar is the cumulative factor of the first ex-date strictly after its session (1 after the
-    last action): one ``searchsorted``, O(bars log actions).
-    """
-    s = np.asarray(sessions, dtype="datetime64[D]")
-    idx = np.searchsorted(np.asarray(ex_dates, dtype="datetime64[D]"), s, side="right")
-    pad = np.ones(1)
-    return (
-        np.concatenate([cum_split, pad])[idx],
-        np.concatenate([cum_volume, pad])[idx],
-        np.concatenate([cum_dividend, pad])[idx],
-    )
-
-
 def adjust_prices(
     prices: np.ndarray, volume: np.ndarray, split: np.ndarray, vol_factor: np.ndarray, dividend: np.ndarray, mode: Mode
 ) -> tuple[np.ndarray, np.ndarray]:

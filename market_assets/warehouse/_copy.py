@@ -13,6 +13,7 @@ Array columns (type ``float8[]`` etc.) are *nested*: consecutive frame rows that
 each array column holding those rows' values in order (see ``tables.Table.nested``). A one-dimensional array
 without NULLs is, in binary: ndim, has-null flag, element type OID, length, lower bound (int32 each), then every
 element as length + value. Tuples with the same array length share a layout, so they are encoded at once too.
+`decode_array_rows` reads the same format back (a text column, then such arrays), for the bar reads.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from market_assets.domain.sessions import as_days
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
-_PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
+PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970
 
 # PostgreSQL type -> numpy dtype of its binary representation
 _FIXED = {
@@ -79,11 +80,11 @@ def _prepare(series: pd.Series, name: str, pg_type: str) -> _Column:
         ts = pd.to_datetime(series, utc=True)
         nulls = ts.isna().to_numpy()
         micros = ts.dt.as_unit("us").to_numpy(dtype="datetime64[us]").astype("int64")
-        return _Column(name, pg_type, micros - _PG_EPOCH_US, nulls)
+        return _Column(name, pg_type, micros - PG_EPOCH_US, nulls)
     if pg_type == "date":
         days_since_1970 = as_days(series)
         nulls = np.isnat(days_since_1970)
-        values = days_since_1970.astype("int64") - _PG_EPOCH_DAYS
+        values = days_since_1970.astype("int64") - PG_EPOCH_DAYS
         return _Column(name, pg_type, values, nulls)
     raise ValueError(f"unsupported PostgreSQL type {pg_type!r} for column {name!r}; use one of {PG_TYPES}")
 
@@ -217,3 +218,39 @@ def encode_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, str]], key: Se
                 out[f"l{i}"] = _FIXED[col.pg_type].itemsize
                 out[f"v{i}"] = col.values[rows]
         yield out.tobytes()
+
+
+def decode_array_rows(data: bytes, element_types: Sequence[str]) -> tuple[list[str], list[list[np.ndarray]]]:
+    """Parse a binary COPY of rows (text, then one-dimensional arrays without NULLs of `element_types`).
+
+    Returns the text of each row and, per array column, each row's elements (native byte order). Binary COPY:
+    an 11-byte signature, int32 flags, int32 extension length; per row int16 field count and per field int32
+    length + bytes; int16 -1 at the end. An array: int32 ndim, has-null flag, element OID, then (length, lower
+    bound) per dimension, then each element as int32 length + value.
+    """
+    names: list[str] = []
+    columns: list[list[np.ndarray]] = [[] for _ in element_types]
+    if not data:
+        return names, columns
+    pos = len(SIGNATURE) - 4  # the signature and flags; then the header extension length
+    pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+    while True:
+        fields = int.from_bytes(data[pos : pos + 2], "big", signed=True)
+        pos += 2
+        if fields == -1:
+            return names, columns
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        names.append(data[pos + 4 : pos + 4 + size].decode())
+        pos += 4 + size
+        for out, element in zip(columns, element_types, strict=True):
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            body = pos + 4
+            ndim, has_null = (int.from_bytes(data[body + k : body + k + 4], "big") for k in (0, 4))
+            if ndim != 1 or has_null:
+                raise ValueError(f"expected a one-dimensional array without NULLs, got ndim={ndim} nulls={has_null}")
+            n = int.from_bytes(data[body + 12 : body + 16], "big")
+            layout = np.dtype([("length", ">i4"), ("value", element)])
+            out.append(
+                np.frombuffer(data, dtype=layout, count=n, offset=body + _ARRAY_HEADER)["value"].astype(element[1:])
+            )
+            pos = body + size

@@ -33,7 +33,7 @@ from market_assets.contracts.payload import payload_json
 from market_assets.domain.symbols import SYMBOL_PATTERN
 from market_assets.errors import MigrationChangedError, UnreachableError, WriteConflictError
 from market_assets.observability import audit
-from market_assets.warehouse._copy import SIGNATURE, TRAILER, encode_rows
+from market_assets.warehouse._copy import PG_EPOCH_DAYS, PG_EPOCH_US, SIGNATURE, TRAILER, decode_array_rows, encode_rows
 from market_assets.warehouse.migrations import migration_files
 from market_assets.warehouse.tables import QUARANTINE, Table
 
@@ -116,42 +116,6 @@ def conform(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
 
 BAR_COLUMNS = ("symbol", "ts", "session", "open", "high", "low", "close", "volume", "trade_count", "vwap")
 _BAR_NUMBERS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")  # read_bars' array columns
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z, PostgreSQL's binary epoch, in microseconds since 1970
-_PG_EPOCH_DAYS = 10_957
-
-
-def _binary_array_rows(data: bytes, element_types: Sequence[str]) -> tuple[list[str], list[list[np.ndarray]]]:
-    """Parse a binary COPY of rows (text, then one-dimensional arrays without NULLs of `element_types`).
-
-    Returns the text of each row and, per array column, each row's elements (native byte order). Binary COPY:
-    an 11-byte signature, int32 flags, int32 extension length; per row int16 field count and per field int32
-    length + bytes; int16 -1 at the end. An array: int32 ndim, has-null flag, element OID, then (length, lower
-    bound) per dimension, then each element as int32 length + value.
-    """
-    names: list[str] = []
-    columns: list[list[np.ndarray]] = [[] for _ in element_types]
-    if not data:
-        return names, columns
-    pos = 11 + 4
-    pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
-    while True:
-        fields = int.from_bytes(data[pos : pos + 2], "big", signed=True)
-        pos += 2
-        if fields == -1:
-            return names, columns
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        names.append(data[pos + 4 : pos + 4 + size].decode())
-        pos += 4 + size
-        for out, element in zip(columns, element_types, strict=True):
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            body = pos + 4
-            ndim, has_null = (int.from_bytes(data[body + k : body + k + 4], "big") for k in (0, 4))
-            if ndim != 1 or has_null:
-                raise ValueError(f"expected a one-dimensional array without NULLs, got ndim={ndim} nulls={has_null}")
-            n = int.from_bytes(data[body + 12 : body + 16], "big")
-            layout = np.dtype([("length", ">i4"), ("value", element)])
-            out.append(np.frombuffer(data, dtype=layout, count=n, offset=body + 20)["value"].astype(element[1:]))
-            pos = body + size
 
 
 def _check_table(table: str) -> str:
@@ -814,7 +778,7 @@ class WarehouseResource(ConfigurableResource):
         with self.connect() as conn, conn.cursor().copy(query) as copy:
             for chunk in copy:
                 data += chunk
-        names, columns = _binary_array_rows(bytes(data), (">i8", ">i4", *(">f8",) * len(_BAR_NUMBERS)))
+        names, columns = decode_array_rows(bytes(data), (">i8", ">i4", *(">f8",) * len(_BAR_NUMBERS)))
         if not names:
             return pd.DataFrame(columns=[*BAR_COLUMNS])
         counts = [part.size for part in columns[0]]
@@ -825,8 +789,8 @@ class WarehouseResource(ConfigurableResource):
         frame = pd.DataFrame(
             {
                 "symbol": np.array(sorted(names), dtype=object)[codes[order]],
-                "ts": pd.to_datetime(ts_pg[order] + _PG_EPOCH_US, unit="us", utc=True),
-                "session": (distinct + _PG_EPOCH_DAYS).astype("datetime64[D]").astype(object)[where],
+                "ts": pd.to_datetime(ts_pg[order] + PG_EPOCH_US, unit="us", utc=True),
+                "session": (distinct + PG_EPOCH_DAYS).astype("datetime64[D]").astype(object)[where],
                 **{name: values[order] for name, values in zip(_BAR_NUMBERS, numbers, strict=True)},
             }
         )

@@ -1,4 +1,5 @@
-"""`adjust_bars` over many symbols at once equals the one-symbol definition (`bar_factors` + `adjust_prices`).
+"""`adjust_bars` over many symbols at once equals the one-symbol definition (the factors of the first ex-date
+strictly after each session, 1 after the last, applied by `adjust_prices`).
 
 Hostile on purpose: rows of several symbols interleaved and unsorted, a symbol without factors, factors of a
 symbol without bars, bars on, before and after ex-dates, dates far in the past and a reverse split leaving
@@ -18,12 +19,11 @@ def _one_symbol(bars: pd.DataFrame, factors: pd.DataFrame, mode: adj.Mode) -> pd
     out = bars.copy()
     for symbol, rows in bars.groupby("symbol"):
         f = factors[factors["symbol"] == symbol].sort_values("ex_date")
-        split, vol, div = adj.bar_factors(
-            pd.to_datetime(rows["session"]).to_numpy().astype("datetime64[D]"),
-            pd.to_datetime(f["ex_date"]).to_numpy().astype("datetime64[D]"),
-            f["cum_split_factor"].to_numpy(float),
-            f["cum_volume_factor"].to_numpy(float),
-            f["cum_dividend_factor"].to_numpy(float),
+        sessions = pd.to_datetime(rows["session"]).to_numpy().astype("datetime64[D]")
+        after = np.searchsorted(pd.to_datetime(f["ex_date"]).to_numpy().astype("datetime64[D]"), sessions, "right")
+        split, vol, div = (
+            np.append(f[c].to_numpy(float), 1.0)[after]
+            for c in ("cum_split_factor", "cum_volume_factor", "cum_dividend_factor")
         )
         prices = rows[["open", "close", "vwap"]].to_numpy(float)
         prices, volume = adj.adjust_prices(prices, rows["volume"].to_numpy(float), split, vol, div, mode)
