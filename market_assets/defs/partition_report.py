@@ -85,6 +85,10 @@ def report_partitions(
 
     No table-wide row count (`dagster/row_count`): a `count(*)` per run grows with the stored history (5.9 s for
     support/resistance at ten years of 500 symbols).
+
+    The table's column schema and name go on the run's last partition only: they describe the table, not a session,
+    and Dagster stores every partition's materialization as its own event, so a schema on each of a one-year chunk's
+    252 partitions was 252 copies (up to 11 KB each for the indicators) serialized and stored per asset per chunk.
     """
     keys = partition_keys(context)
     if not keys:
@@ -109,7 +113,6 @@ def report_partitions(
         day = pd.Timestamp(_day(key))
         n = int(per_day.at[day, "size"]) if day in per_day.index else 0
         metadata: dict[str, Any] = {
-            **shared,
             "dagster/partition_row_count": MetadataValue.int(n),
             "rows_written": MetadataValue.int(n),
             "symbols_with_rows": MetadataValue.int(int(per_day.at[day, "nunique"]) if n else 0),
@@ -117,8 +120,10 @@ def report_partitions(
         }
         if quarantined is not None:
             metadata["rows_quarantined"] = MetadataValue.int(int(rejected.get(day, 0)))
-        if key == keys[-1] and latest:
-            metadata.update(latest)
+        if key == keys[-1]:
+            metadata.update(shared)
+            if latest:
+                metadata.update(latest)
         context.add_asset_metadata(metadata, partition_key=key)
 
 

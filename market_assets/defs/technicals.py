@@ -164,14 +164,15 @@ def _finish(
     metadata: dict[str, Any],
     checks: list[AssetCheckResult],
 ) -> MaterializeResult:
-    """Each partition's own counts; the preview on the run's last partition (see `partition_report`).
+    """Each partition's own counts; the preview and other callables of `metadata` on the run's last partition only,
+    called only when one is stored (see `partition_report`).
 
     No charts here: they are drawn from the stored rows by `technicals_charts` (defs/charts.py), off the data path.
     """
-    preview = metadata.pop("preview")
+    deferred = {name: metadata.pop(name) for name in [n for n, v in metadata.items() if callable(v)]}
 
     def latest() -> dict[str, Any]:
-        return {"preview": preview() if callable(preview) else preview}
+        return {name: make() for name, make in deferred.items()}
 
     report_partitions(context, rows, date_column=str(table.partition_column), table=table, latest=latest)
     metadata["seconds"] = MetadataValue.float(round(time.perf_counter() - t0, 3))
@@ -274,7 +275,7 @@ def chart_patterns(context: AssetExecutionContext, warehouse: WarehouseResource)
         "symbols_with_patterns": MetadataValue.int(int(stored["symbol"].nunique()) if len(stored) else 0),
         "window": f"{first} .. {last}",
         "history_start": str(start),
-        "by_pattern": MetadataValue.md(report.pattern_counts(stored)),
+        "by_pattern": lambda: MetadataValue.md(report.pattern_counts(stored)),
         "preview": lambda: MetadataValue.md(report.pattern_preview(stored)),
     }
     checks = [none_found_check("patterns_on_bars", orphans, "orphans")]
@@ -310,14 +311,13 @@ def support_resistance_levels(context: AssetExecutionContext, warehouse: Warehou
     levels["run_id"] = context.run.run_id
     result = warehouse.replace_partition(tables.SUPPORT_RESISTANCE, levels, sessions=(first, last), symbols=universe)
     violations = queries.level_violations(warehouse, universe, first, last)
-    latest = report.latest_levels(levels)
     metadata: dict[str, Any] = {
         "rows_written": MetadataValue.int(result.rows_written),
         "symbols": MetadataValue.int(len(universe)),
         "sessions": MetadataValue.int(len(sessions)),
         "window": f"{first} .. {last}",
-        "levels_per_symbol_latest": MetadataValue.md(report.levels_per_symbol(latest)),
-        "preview": lambda: MetadataValue.md(report.levels_preview(latest)),
+        "levels_per_symbol_latest": lambda: MetadataValue.md(report.levels_per_symbol(report.latest_levels(levels))),
+        "preview": lambda: MetadataValue.md(report.levels_preview(report.latest_levels(levels))),
     }
     checks = [none_found_check("levels_consistent", violations, "violations")]
     return _finish(context, tables.SUPPORT_RESISTANCE, levels, t0, metadata, checks)

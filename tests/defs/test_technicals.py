@@ -235,6 +235,12 @@ def test_full_run_checks_pass_and_metadata_has_its_own_counts(pipeline: Pipeline
     # a range run stores its preview once, on the last partition's materialization (the latest), not once per session
     days = {e.partition: e.metadata for e in pipeline.full_run.asset_materializations_for_node("technical_indicators")}
     assert "preview" not in days["2025-12-30"] and "preview" in days["2025-12-31"]
+    # so does the table's schema: one copy per run, not one per session's stored event
+    assert "dagster/column_schema" not in days["2025-12-30"] and "dagster/column_schema" in days["2025-12-31"]
+    levels = {
+        e.partition: e.metadata for e in pipeline.full_run.asset_materializations_for_node("support_resistance_levels")
+    }
+    assert "levels_per_symbol_latest" not in levels["2025-12-30"] and "levels_per_symbol_latest" in levels["2025-12-31"]
     assert not pipeline.full_run.asset_observations_for_node("technical_indicators")
     for asset in ("technical_indicators", "chart_patterns", "support_resistance_levels"):  # drawn by technicals_charts
         assert "chart" not in materialization(pipeline.full_run, asset)
