@@ -51,7 +51,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -584,6 +584,16 @@ class SimulatorServer:
         for key in [k for k, v in out.items() if not v]:
             del out[key]
         return {"bars": out, "next_page_token": next_token}
+
+    def warm(self, symbols: Iterable[str]) -> None:
+        """Build what the server builds on first use for ``symbols``: daily series and corporate-action records.
+
+        A long-running simulator (or Alpaca) already holds these when a client asks; a benchmark calls this before
+        its clock starts so that it times the client's work, not the in-process server's first use.
+        """
+        for symbol in symbols:
+            self.model.daily_arrays(symbol)
+            self._action_records(symbol)
 
     # -------------------------------------------------------------- corporate actions
     def _action_records(self, symbol: str) -> list[tuple[str, dict[str, Any]]]:

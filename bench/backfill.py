@@ -198,12 +198,10 @@ settings = load_settings()
 export_environment(settings, resolve_endpoints(settings))
 instance = cli_instance()  # as the CLI holds it
 import market_assets.definitions  # loaded before the clock starts, as the CLI (or a code server) has it loaded
-# the in-process simulator generates each symbol's whole series on first use: a stand-in for data Alpaca (or a
-# long-running simulator service) already has, so it is paid before the clock starts and reported apart
+# the in-process simulator generates each symbol's whole series and corporate actions on first use: a stand-in for
+# data Alpaca (or a long-running simulator service) already has, so it is paid before the clock starts, reported apart
 t0 = time.perf_counter()
-model = alpaca_sim.shared_server().model
-for symbol in sys.argv[2].split(","):
-    model.daily_arrays(symbol)
+alpaca_sim.shared_server().warm(sys.argv[2].split(","))
 print(f"simulator_warmup True {time.perf_counter() - t0:.2f}", flush=True)
 day = date.fromisoformat(sys.argv[1])
 for job in ("daily_bars_job", "technicals_job"):
@@ -215,7 +213,7 @@ for job in ("daily_bars_job", "technicals_job"):
 def bars_and_technicals(day: date, symbols: list[str], env: dict[str, str]) -> dict[str, float]:
     """Seconds of daily_bars_job and technicals_job for one session, in a fresh process that has loaded the
     definitions (start-up and imports excluded, as in the CLI's step times; first-use costs inside the run count,
-    except the in-process simulator's series generation, reported as `simulator_warmup`)."""
+    except the in-process simulator's series and action records, built first and reported as `simulator_warmup`)."""
     out = subprocess.run(
         [sys.executable, "-c", BARS_AND_TECHNICALS, day.isoformat(), ",".join(symbols)],
         env=env,
@@ -313,7 +311,8 @@ def main() -> None:
     print(
         f"| one new session ({following}), bars + technicals (daily_bars_job + technicals_job) "
         f"| {bt['daily_bars_job'] + bt['technicals_job']:.1f} s (bars {bt['daily_bars_job']:.1f}, "
-        f"technicals {bt['technicals_job']:.1f}; simulator series generated before: {bt['simulator_warmup']:.1f} s) "
+        f"technicals {bt['technicals_job']:.1f}; "
+        f"simulator series and actions generated before: {bt['simulator_warmup']:.1f} s) "
         "| | <= 5 s |"
     )
     print(

@@ -104,3 +104,15 @@ def test_paging_and_the_process_date_filter(server: SimulatorServer) -> None:
                limit="1000")  # fmt: skip
     everything = [a["id"] for g in full["corporate_actions"].values() for a in g]
     assert pages > 3 and sorted(seen) == sorted(everything) and len(set(seen)) == len(seen)
+
+
+def test_a_warmed_server_serves_the_same_actions_and_bars_as_a_cold_one() -> None:
+    """`warm` (what a benchmark calls before its clock) only builds ahead what first use would build."""
+    query = {"symbols": "JPM,AAPL", "start": "2020-01-01", "end": "2024-12-31", "limit": "1000"}
+    with SimulatorServer(MarketModel(seed=7), clock=CLOCK) as cold:
+        expected = get(cold, "/v1/corporate-actions", **query), bars(cold, "AAPL", "2020-08-24", "2020-09-04", "all")
+    with SimulatorServer(MarketModel(seed=7), clock=CLOCK) as warm:
+        warm.warm(["JPM", "AAPL"])
+        got = get(warm, "/v1/corporate-actions", **query), bars(warm, "AAPL", "2020-08-24", "2020-09-04", "all")
+    assert got == expected
+    assert expected[0]["corporate_actions"]["cash_dividends"] and expected[1]

@@ -71,9 +71,14 @@ def indicator_rows(
     """The indicator rows of [first, last]: `technicals` (one row per bar of `bars`, same order) with
     the bar's session and the session's minute-bar VWAP (`vwap`: symbol, session, vwap_intraday,
     minute_bars; NULL where a session has no minute bars)."""
-    frame = technicals.copy()
-    frame["session"] = bars["session"].to_numpy() if len(bars) else pd.Series(dtype=object)
-    frame = frame[in_window(frame, first, last)] if len(frame) else frame
+    if len(technicals):  # the window's rows first: copying the lookback's rows too was most of a daily run's cost
+        sessions = pd.Series(bars["session"].to_numpy(), index=technicals.index)
+        keep = ((sessions >= first) & (sessions <= last)).to_numpy()
+        frame = technicals[keep].copy()
+        frame["session"] = sessions.to_numpy()[keep]
+    else:
+        frame = technicals.copy()
+        frame["session"] = pd.Series(dtype=object)
     frame = frame.merge(vwap, on=["symbol", "session"], how="left") if len(frame) else frame
     for name in ("vwap_intraday", "minute_bars"):
         if name not in frame:
