@@ -117,11 +117,15 @@ def corporate_actions(
     raw = fetch_corporate_actions(alpaca, universe, start, end)
     split = split_actions(coerce_actions(raw))
     run_id = context.run.run_id
-    stored = queries.store_actions(warehouse, split.valid, run_id)
     key = f"{first}..{last}" if first != last else str(first)
     rejected = quarantine_rows(split.rejected, SOURCE, run_id) if len(split.rejected) else None
-    quarantined = warehouse.replace_quarantine("corporate_actions", key, universe, rejected)
-    changed, factor_rows = refresh_factors(warehouse, universe, run_id)
+    # one transaction: the actions this run stores are found again by its run_id (factor_symbols) only if a failure
+    # cannot leave them stored without their factors
+    with warehouse.transaction():
+        stored = queries.store_actions(warehouse, split.valid, run_id)
+        quarantined = warehouse.replace_quarantine("corporate_actions", key, universe, rejected)
+        refreshed = queries.factor_symbols(warehouse, universe, first, run_id)
+        changed, factor_rows = refresh_factors(warehouse, refreshed, run_id)
     by_type = split.valid["type"].value_counts().to_dict() if len(split.valid) else {}
     context.log.info("corporate actions %s..%s: %d fetched, %d new or changed, factors changed for %s",
                      first, last, len(raw), stored, changed or "none")  # fmt: skip
@@ -132,6 +136,7 @@ def corporate_actions(
             "quarantined": MetadataValue.int(quarantined),
             "by_type": MetadataValue.json({str(k): int(v) for k, v in by_type.items()}),
             "process_date_window": f"{start} .. {end}",
+            "symbols_refreshed": MetadataValue.int(len(refreshed)),
             "factor_rows": MetadataValue.int(factor_rows),
             "symbols_with_changed_factors": MetadataValue.json(changed),
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),

@@ -103,3 +103,58 @@ def test_renamed_history_is_reachable_under_the_new_symbol(warehouse: WarehouseR
     assert lineage["listed_as"].tolist() == ["FB", "FB", "META", "META", "META"]
     assert lineage["close"].tolist() == [100.0, 100.0, 50.0, 50.0, 100.0]  # META's 2:1 split reaches FB's bars
     assert warehouse.read_frame("SELECT * FROM market.symbol_renames")["new_symbol"].tolist() == ["META"]
+
+
+def test_a_run_refreshes_the_factors_its_bars_and_actions_can_change_and_no_others(
+    warehouse: WarehouseResource,
+) -> None:
+    """`factor_symbols`: a symbol whose actions all precede the run's bars is left alone (O(new data), not
+    O(every action)); an ex-date after the last bar before the run, an action the run stored, or a rename linking
+    to such a symbol brings it in; and the refreshed factors equal the textbook table on the bars as stored."""
+    from market_assets.defs.corporate_actions import refresh_factors
+    from market_assets.warehouse.queries.corporate_actions import factor_symbols
+    from market_assets.warehouse.tables import CORPORATE_ACTIONS
+
+    raw = _aapl("aapl_2020_raw.csv")
+    warehouse.replace_partition(BARS_DAILY, raw, sessions=ALL_DATES, symbols=["AAPL"])
+    renamed = raw["session"] >= date(2020, 6, 1)  # FB until May 2020, META from June
+    warehouse.replace_partition(BARS_DAILY, raw.loc[~renamed].assign(symbol="FB"), sessions=ALL_DATES, symbols=["FB"])
+    warehouse.replace_partition(
+        BARS_DAILY, raw.loc[renamed].assign(symbol="META"), sessions=ALL_DATES, symbols=["META"]
+    )
+    base = {c: None for c in CORPORATE_ACTIONS.column_names} | {"payload": "{}", "run_id": "earlier"}
+    actions = pd.DataFrame([
+        base | {"id": "s", "type": "forward_split", "symbol": "AAPL", "ex_date": date(2020, 8, 31),
+                "process_date": date(2020, 8, 31), "new_rate": 4.0, "old_rate": 1.0},
+        base | {"id": "d", "type": "cash_dividend", "symbol": "AAPL", "ex_date": date(2020, 8, 7),
+                "process_date": date(2020, 8, 7), "cash_amount": 0.82},
+        base | {"id": "r", "type": "name_change", "symbol": "FB", "new_symbol": "META", "ex_date": date(2020, 6, 1),
+                "process_date": date(2020, 6, 1)},
+    ])  # fmt: skip
+    warehouse.upsert(CORPORATE_ACTIONS, actions)
+    universe = ["AAPL", "FB", "META", "MSFT"]
+
+    assert factor_symbols(warehouse, universe, date(2020, 9, 1), "now") == []  # every action before the bars
+    assert factor_symbols(warehouse, universe, date(2020, 8, 31), "now") == ["AAPL"]  # the split's first session
+    assert factor_symbols(warehouse, universe, date(2020, 8, 7), "now") == ["AAPL"]
+    dividend = base | {"id": "m", "type": "cash_dividend", "symbol": "META", "ex_date": date(2020, 9, 1),
+                       "process_date": date(2020, 9, 1), "cash_amount": 1.0, "run_id": "now"}  # fmt: skip
+    warehouse.upsert(CORPORATE_ACTIONS, pd.DataFrame([dividend]))
+    # stored by this run: its symbol, and FB through the rename
+    assert factor_symbols(warehouse, universe, date(2020, 12, 1), "now") == ["FB", "META"]
+
+    # a corrected close on the day before the split: the run over that session refreshes AAPL's factors
+    fixed = raw.loc[raw["session"] == date(2020, 8, 28)].assign(close=500.0)
+    warehouse.replace_partition(BARS_DAILY, fixed, sessions=(date(2020, 8, 28),) * 2, symbols=["AAPL"])
+    refreshed = factor_symbols(warehouse, universe, date(2020, 8, 28), "now")
+    assert refreshed == ["AAPL", "FB", "META"]
+    refresh_factors(warehouse, refreshed, "now")
+    stored = warehouse.read_frame(
+        "SELECT ex_date, split_factor, dividend_factor, cum_split_factor, cum_dividend_factor, prev_close"
+        " FROM market.adjustment_factors WHERE symbol = 'AAPL' ORDER BY ex_date"
+    )
+    bars = raw.assign(close=np.where(raw["session"] == date(2020, 8, 28), 500.0, raw["close"]))
+    want = adj.factor_table(actions.loc[actions["symbol"] == "AAPL"], bars[["symbol", "session", "close"]])
+    assert stored["prev_close"].tolist() == want["prev_close"].tolist() and 500.0 in stored["prev_close"].tolist()
+    for c in ("split_factor", "dividend_factor", "cum_split_factor", "cum_dividend_factor"):
+        assert stored[c].tolist() == want[c].tolist(), c

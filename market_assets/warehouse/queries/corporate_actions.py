@@ -69,6 +69,40 @@ def actions_for_factors(warehouse: WarehouseResource, symbols: Sequence[str]) ->
     return actions.loc[:, ACTION_COLUMNS], closes
 
 
+def factor_symbols(warehouse: WarehouseResource, universe: Sequence[str], first: date, run_id: str) -> list[str]:
+    """The symbols of `universe` whose factors a run over sessions from `first` on can change, renames linked.
+
+    A factor depends on its action, on the symbol's last raw close before the ex-date and on whether a bar on or
+    after the ex-date is stored (:func:`actions_for_factors`). A run writes bars from `first` on and actions
+    (stored with its `run_id` when new or changed), so it can change the factors of: actions it stored, and actions
+    whose ex-date is after the symbol's last bar before `first` (all of a symbol's actions if it has none). A name
+    change reads no bar (it counts from the day it is stored, and the old symbol never trades after it), but it
+    links both symbols (the old one's factors take in the new one's actions), so whole rename chains come along.
+    Why not the whole universe: refreshing every factor read every action with two index probes each, O(all actions
+    ever) per daily run (1.3 s of a one-session run at ten years of 500 symbols), for a handful of symbols.
+    """
+    frame = warehouse.read_frame(
+        "WITH RECURSIVE seed(symbol) AS ("
+        "  SELECT a.symbol FROM unnest(%(u)s::text[]) AS u(symbol)"
+        "  LEFT JOIN LATERAL (SELECT b.session FROM market.bars_daily b"
+        "                     WHERE b.symbol = u.symbol AND b.ts < (%(f)s::date::timestamp AT TIME ZONE %(tz)s)"
+        "                     ORDER BY b.ts DESC LIMIT 1) p ON true"
+        "  JOIN market.corporate_actions a ON a.symbol = u.symbol AND a.type <> 'name_change'"
+        "                                  AND (p.session IS NULL OR a.ex_date > p.session)"
+        "  UNION SELECT s.symbol FROM market.corporate_actions a CROSS JOIN LATERAL (VALUES (a.symbol), (a.new_symbol))"
+        "        AS s(symbol) WHERE a.run_id = %(r)s AND s.symbol IS NOT NULL"
+        "), linked(symbol) AS ("
+        "  SELECT symbol FROM seed"
+        "  UNION SELECT CASE WHEN a.symbol = l.symbol THEN a.new_symbol ELSE a.symbol END"
+        "        FROM market.corporate_actions a JOIN linked l"
+        "          ON a.type = 'name_change' AND a.new_symbol IS NOT NULL"
+        "         AND (a.symbol = l.symbol OR a.new_symbol = l.symbol)"
+        ") SELECT symbol FROM linked WHERE symbol = ANY(%(u)s) ORDER BY symbol",
+        {"u": list(universe), "f": first, "tz": NEW_YORK, "r": run_id},
+    )
+    return frame["symbol"].tolist()
+
+
 def write_factors(
     warehouse: WarehouseResource, factors: pd.DataFrame, symbols: Sequence[str], run_id: str
 ) -> list[str]:
