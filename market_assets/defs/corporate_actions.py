@@ -124,7 +124,7 @@ def corporate_actions(
     with warehouse.transaction():
         stored = queries.store_actions(warehouse, split.valid, run_id)
         quarantined = warehouse.replace_quarantine("corporate_actions", key, universe, rejected)
-        refreshed = queries.factor_symbols(warehouse, universe, first, run_id)
+        refreshed = queries.factor_symbols(warehouse, universe, first, last, run_id)
         changed, factor_rows = refresh_factors(warehouse, refreshed, run_id)
     by_type = split.valid["type"].value_counts().to_dict() if len(split.valid) else {}
     context.log.info("corporate actions %s..%s: %d fetched, %d new or changed, factors changed for %s",

@@ -134,19 +134,33 @@ def test_a_run_refreshes_the_factors_its_bars_and_actions_can_change_and_no_othe
     warehouse.upsert(CORPORATE_ACTIONS, actions)
     universe = ["AAPL", "FB", "META", "MSFT"]
 
-    assert factor_symbols(warehouse, universe, date(2020, 9, 1), "now") == []  # every action before the bars
-    assert factor_symbols(warehouse, universe, date(2020, 8, 31), "now") == ["AAPL"]  # the split's first session
-    assert factor_symbols(warehouse, universe, date(2020, 8, 7), "now") == ["AAPL"]
+    def window(first: date, last: date, run_id: str = "now") -> list[str]:
+        return factor_symbols(warehouse, universe, first, last, run_id)
+
+    assert window(date(2020, 9, 1), date(2020, 9, 30)) == []  # every action before the bars
+    assert window(date(2020, 8, 31), date(2020, 8, 31)) == ["AAPL"]  # the split's own session
+    assert window(date(2020, 8, 28), date(2020, 8, 28)) == ["AAPL"]  # the close before it
+    assert window(date(2020, 8, 10), date(2020, 8, 27)) == []  # between the dividend and the split
+    assert window(date(2020, 8, 3), date(2020, 8, 10)) == ["AAPL"]
+    assert window(date(2020, 5, 1), date(2020, 12, 31)) == ["AAPL"]
+    # an announced dividend no bar has reached yet: no factor before or after any run, so no refresh
+    msft = raw.assign(symbol="MSFT")
+    warehouse.replace_partition(BARS_DAILY, msft, sessions=ALL_DATES, symbols=["MSFT"])
+    announced = base | {"id": "a", "type": "cash_dividend", "symbol": "MSFT", "ex_date": date(2021, 2, 5),
+                        "process_date": date(2021, 2, 5), "cash_amount": 0.5}  # fmt: skip
+    warehouse.upsert(CORPORATE_ACTIONS, pd.DataFrame([announced]))
+    assert window(date(2020, 12, 31), date(2020, 12, 31)) == []
+    assert window(date(2020, 12, 31), date(2020, 12, 31), "earlier") == ["AAPL", "FB", "META", "MSFT"]  # stored
     dividend = base | {"id": "m", "type": "cash_dividend", "symbol": "META", "ex_date": date(2020, 9, 1),
                        "process_date": date(2020, 9, 1), "cash_amount": 1.0, "run_id": "now"}  # fmt: skip
     warehouse.upsert(CORPORATE_ACTIONS, pd.DataFrame([dividend]))
     # stored by this run: its symbol, and FB through the rename
-    assert factor_symbols(warehouse, universe, date(2020, 12, 1), "now") == ["FB", "META"]
+    assert window(date(2020, 12, 1), date(2020, 12, 1)) == ["FB", "META"]
 
     # a corrected close on the day before the split: the run over that session refreshes AAPL's factors
     fixed = raw.loc[raw["session"] == date(2020, 8, 28)].assign(close=500.0)
     warehouse.replace_partition(BARS_DAILY, fixed, sessions=(date(2020, 8, 28),) * 2, symbols=["AAPL"])
-    refreshed = factor_symbols(warehouse, universe, date(2020, 8, 28), "now")
+    refreshed = window(date(2020, 8, 28), date(2020, 8, 28))
     assert refreshed == ["AAPL", "FB", "META"]
     refresh_factors(warehouse, refreshed, "now")
     stored = warehouse.read_frame(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -69,17 +69,22 @@ def actions_for_factors(warehouse: WarehouseResource, symbols: Sequence[str]) ->
     return actions.loc[:, ACTION_COLUMNS], closes
 
 
-def factor_symbols(warehouse: WarehouseResource, universe: Sequence[str], first: date, run_id: str) -> list[str]:
-    """The symbols of `universe` whose factors a run over sessions from `first` on can change, renames linked.
+def factor_symbols(
+    warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date, run_id: str
+) -> list[str]:
+    """The symbols of `universe` whose factors a run over the sessions `first` .. `last` can change, renames linked.
 
-    A factor depends on its action, on the symbol's last raw close before the ex-date and on whether a bar on or
-    after the ex-date is stored (:func:`actions_for_factors`). A run writes bars from `first` on and actions
-    (stored with its `run_id` when new or changed), so it can change the factors of: actions it stored, and actions
-    whose ex-date is after the symbol's last bar before `first` (all of a symbol's actions if it has none). A name
-    change reads no bar (it counts from the day it is stored, and the old symbol never trades after it), but it
-    links both symbols (the old one's factors take in the new one's actions), so whole rename chains come along.
+    A factor depends on its action, on the symbol's last raw close before the ex-date, and on a bar on or after the
+    ex-date being stored (:func:`actions_for_factors`). A run writes the window's bars and stores actions (with its
+    `run_id` when new or changed), so it can change the factors of the actions it stored and of the actions whose
+    ex-date lies in (the symbol's last bar before the window, its first bar after the window], or, with no bar after
+    the window, (.., its last bar]: there the window holds the close before the ex-date or the first bar on or after
+    it. An announced dividend whose ex-date no bar has reached yet has no factor before or after the run. A name
+    change reads no bar (the old symbol never trades after it), but it links both symbols (the old one's factors
+    take in the new one's actions), so whole rename chains come along.
+
     Why not the whole universe: refreshing every factor read every action with two index probes each, O(all actions
-    ever) per daily run (1.3 s of a one-session run at ten years of 500 symbols), for a handful of symbols.
+    ever) per daily run (1.3 s of a one-session run at ten years of 500 symbols), for the few symbols going ex.
     """
     frame = warehouse.read_frame(
         "WITH RECURSIVE seed(symbol) AS ("
@@ -87,8 +92,13 @@ def factor_symbols(warehouse: WarehouseResource, universe: Sequence[str], first:
         "  LEFT JOIN LATERAL (SELECT b.session FROM market.bars_daily b"
         "                     WHERE b.symbol = u.symbol AND b.ts < (%(f)s::date::timestamp AT TIME ZONE %(tz)s)"
         "                     ORDER BY b.ts DESC LIMIT 1) p ON true"
+        "  LEFT JOIN LATERAL (SELECT b.session FROM market.bars_daily b"
+        "                     WHERE b.symbol = u.symbol AND b.ts >= (%(n)s::date::timestamp AT TIME ZONE %(tz)s)"
+        "                     ORDER BY b.ts LIMIT 1) n ON true"
+        "  LEFT JOIN LATERAL (SELECT b.session FROM market.bars_daily b"
+        "                     WHERE b.symbol = u.symbol ORDER BY b.ts DESC LIMIT 1) m ON true"
         "  JOIN market.corporate_actions a ON a.symbol = u.symbol AND a.type <> 'name_change'"
-        "                                  AND (p.session IS NULL OR a.ex_date > p.session)"
+        "   AND (p.session IS NULL OR a.ex_date > p.session) AND a.ex_date <= coalesce(n.session, m.session)"
         "  UNION SELECT s.symbol FROM market.corporate_actions a CROSS JOIN LATERAL (VALUES (a.symbol), (a.new_symbol))"
         "        AS s(symbol) WHERE a.run_id = %(r)s AND s.symbol IS NOT NULL"
         "), linked(symbol) AS ("
@@ -98,7 +108,7 @@ def factor_symbols(warehouse: WarehouseResource, universe: Sequence[str], first:
         "          ON a.type = 'name_change' AND a.new_symbol IS NOT NULL"
         "         AND (a.symbol = l.symbol OR a.new_symbol = l.symbol)"
         ") SELECT symbol FROM linked WHERE symbol = ANY(%(u)s) ORDER BY symbol",
-        {"u": list(universe), "f": first, "tz": NEW_YORK, "r": run_id},
+        {"u": list(universe), "f": first, "n": last + timedelta(days=1), "tz": NEW_YORK, "r": run_id},
     )
     return frame["symbol"].tolist()
 
