@@ -479,13 +479,14 @@ def support_resistance_by_session(
         return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
     flat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     o = np.argsort(flat["k"], kind="stable")  # session, then symbol (parts are in symbol order), then level
-    as_of_days = days[flat["k"][o]]
-    session_dates = pd.Index(as_of_days.astype("datetime64[D]").astype(object))
+    # object columns by reference to one object per distinct value (a year of 500 symbols is ~1.6 M rows: making
+    # a str or date object per row cost a second of the chunk)
+    session_dates = pd.Index(days.astype("datetime64[D]").astype(object)[flat["k"][o]])
     return pd.DataFrame(
         {
-            "symbol": names[flat["symbol_index"][o]].astype(object),
+            "symbol": names.astype(object)[flat["symbol_index"][o]],
             "as_of": session_dates,
-            "kind": np.where(flat["resistance"][o], "resistance", "support").astype(object),
+            "kind": np.array(["support", "resistance"], dtype=object)[flat["resistance"][o].astype(np.intp)],
             "level": flat["level"][o],
             "touches": flat["touches"][o].astype("int64"),
             "first_touch": stamps[flat["first_pos"][o]],
