@@ -124,10 +124,8 @@ def indicator_checks(
     warehouse: WarehouseResource, universe: Sequence[str], first: date, last: date
 ) -> list[AssetCheckResult]:
     """The partition's checks, run on what is stored (what SQL users and downstream assets read)."""
-    rsi = queries.rsi_stats(warehouse, universe, first, last)
-    nulls = queries.warmup_nulls(warehouse, universe, first, last, WARMUP)
+    rsi, nulls, counts = queries.indicator_audit(warehouse, universe, first, last, WARMUP)
     failing = {k: v for k, v in nulls.items() if v}
-    counts = queries.bar_coverage(warehouse, tables.INDICATORS_DAILY, universe, first, last)
     return [
         AssetCheckResult(
             check_name="rsi_in_range",

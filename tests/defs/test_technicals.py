@@ -433,9 +433,20 @@ def test_checks_fail_on_the_faults_they_guard(pipeline: Pipeline) -> None:
         conn.execute("UPDATE market.indicators_daily SET sma_200 = NULL WHERE symbol = 'MSFT' AND session = %s", (day,))
         conn.execute("UPDATE market.indicators_daily SET sma_200 = NULL WHERE symbol = 'XOM' AND session = %s", (day,))
         conn.execute("DELETE FROM market.indicators_daily WHERE symbol = 'NVDA' AND session = %s", (day,))
+        # a row whose bar does not exist: AAPL's row copied an hour later
+        conn.execute(
+            "CREATE TEMP TABLE stray ON COMMIT DROP AS SELECT * FROM market.indicators_daily"
+            " WHERE symbol = 'AAPL' AND session = %s",
+            (day,),
+        )
+        conn.execute("UPDATE stray SET ts = ts + interval '1 hour'")
+        conn.execute("INSERT INTO market.indicators_daily SELECT * FROM stray")
     checks = {c.check_name: c for c in indicator_checks(warehouse, UNIVERSE, day, day)}
     assert not checks["rsi_in_range"].passed
+    assert checks["rsi_in_range"].metadata["out_of_range"].value == 2  # AAPL's row and its stray copy
     assert not checks["rows_match_bars"].passed
+    coverage = {k: v.value for k, v in checks["rows_match_bars"].metadata.items()}
+    assert coverage == {"bars": len(UNIVERSE), "rows": len(UNIVERSE), "missing": 1, "orphans": 1}
     nulls = checks["no_nulls_after_warmup"]
     assert not nulls.passed
     assert nulls.metadata["null_cells"].value == 1  # MSFT only: XOM has < 200 sessions, NVDA's row is gone
