@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, PartitionKeyRange
 from dagster._core.events import AssetCheckEvaluationPlanned, DagsterEvent, DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.test_utils import instance_for_test
 from dagster._serdes import deserialize_value
 
@@ -81,6 +82,8 @@ def test_planned_checks_are_stored_as_dagster_stores_them_with_one_serialization
     with psycopg.connect(conninfo) as conn:
         conn.execute("DELETE FROM asset_check_executions")
 
+    # the method we replace must still be Dagster's (a rename upstream would leave ours unused, silently)
+    assert "_store_asset_check_evaluation_planned" in vars(SqlEventLogStorage)
     plan_checks_serialized_once(instance)
     assert instance.event_log_storage._store_asset_check_evaluation_planned.__func__ is _store_planned_serialized_once
     instance.event_log_storage.store_event(entry)  # ours
