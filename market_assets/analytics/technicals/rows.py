@@ -72,10 +72,9 @@ def indicator_rows(
     the bar's session and the session's minute-bar VWAP (`vwap`: symbol, session, vwap_intraday,
     minute_bars; NULL where a session has no minute bars)."""
     if len(technicals):  # the window's rows first: copying the lookback's rows too was most of a daily run's cost
-        sessions = pd.Series(bars["session"].to_numpy(), index=technicals.index)
-        keep = ((sessions >= first) & (sessions <= last)).to_numpy()
+        keep = in_window(bars, first, last).to_numpy()  # `technicals` has one row per bar, in the same order
         frame = technicals[keep].copy()
-        frame["session"] = sessions.to_numpy()[keep]
+        frame["session"] = bars["session"].to_numpy()[keep]
     else:
         frame = technicals.copy()
         frame["session"] = pd.Series(dtype=object)

@@ -110,8 +110,8 @@ def indicator_audit(
     rsi = {
         "bad": int(row["rsi_bad"]),
         "defined": int(row["rsi_defined"]),
-        "min": None if row["rsi_min"] is None or pd.isna(row["rsi_min"]) else float(row["rsi_min"]),
-        "max": None if row["rsi_max"] is None or pd.isna(row["rsi_max"]) else float(row["rsi_max"]),
+        "min": None if pd.isna(row["rsi_min"]) else float(row["rsi_min"]),
+        "max": None if pd.isna(row["rsi_max"]) else float(row["rsi_max"]),
     }
     coverage = {name: int(row[name]) for name in ("bars", "rows", "missing", "orphans")}
     return rsi, {name: int(row[name]) for name in warmup}, coverage
