@@ -415,6 +415,27 @@ def test_a_nested_table_stores_one_tuple_per_key_and_its_view_gives_the_rows_bac
     assert total == len(frame) - replaced + len(again)
 
 
+def test_a_write_leaves_no_block_range_unsummarized(warehouse: WarehouseResource) -> None:
+    """The writer summarizes the session BRIN ranges its COPY appended (migration 064), so the next window's DELETE
+    and checks skip every earlier range instead of reading all pages no summary covers yet."""
+
+    def unsummarized() -> int:  # summarizes what it finds: each call leaves nothing behind
+        index = "market.support_resistance_packed_session_brin"
+        return int(warehouse.scalar("SELECT brin_summarize_new_values(%s::regclass)", (index,)))
+
+    symbols = [f"S{i:03d}" for i in range(60)]
+    january = [str(d.date()) for d in pd.bdate_range("2024-01-02", periods=20)]
+    with warehouse.transaction():  # inside a transaction the writer leaves it to a later write: the control
+        warehouse.replace_partition(LEVELS, level_rows(symbols, january), symbols=symbols,
+                                    sessions=(date(2024, 1, 2), date(2024, 1, 29)))  # fmt: skip
+    assert unsummarized() > 0
+    february = [str(d.date()) for d in pd.bdate_range("2024-02-01", periods=20)]
+    warehouse.replace_partition(LEVELS, level_rows(symbols, february, seed=3), symbols=symbols,
+                                sessions=(date(2024, 2, 1), date(2024, 2, 28)))  # fmt: skip
+    assert unsummarized() == 0
+    assert warehouse.summarize_new_ranges("market.support_resistance_packed") == 0  # through the definer function
+
+
 def test_a_nested_write_refuses_keys_out_of_order_and_null_elements(warehouse: WarehouseResource) -> None:
     frame = level_rows(["AAPL", "MSFT"], ["2024-01-02"])
     shuffled = pd.concat([frame, frame.iloc[:1]], ignore_index=True)  # AAPL's rows come back after MSFT's

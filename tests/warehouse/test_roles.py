@@ -135,6 +135,11 @@ def test_pipeline_runs_as_market_writer_and_cannot_ddl(
     # the definer function refuses anything but a partitioned table of schema market
     assert refused(url, "SELECT market.ensure_month_partition('market.symbols', '2031-01-01')")
     assert refused(url, "SELECT market.ensure_month_partition('public.pg_class', '2031-01-01')")
+    # BRIN summaries (migration 064): the writer's writes summarized their ranges through the definer function,
+    # which refuses anything but a table of schema market
+    assert writer.summarize_new_ranges("market.bars_daily") == 0
+    assert refused(url, "SELECT market.summarize_new_ranges('public.pg_class')")
+    assert refused(url, "SELECT market.summarize_new_ranges('market.v_technical_snapshot')")
 
 
 def test_analyst_in_market_reader_reads_every_view_and_writes_nothing(
