@@ -447,7 +447,7 @@ class WarehouseResource(ConfigurableResource):
                     sessions=sessions,
                     delivered=delivered,
                 )
-        if _TRANSACTION.get() is None and not table.monthly:  # committed; in a transaction() a later write does it
+        if table.session_brin and _TRANSACTION.get() is None:  # committed; in a transaction() a later write does it
             self.summarize_new_ranges(table.name)
         return WriteResult(rows_written=written, rows_deleted=deleted, rows_quarantined=quarantined)
 

@@ -28,6 +28,7 @@ class Table:
     partition_column: str | None = None
     server_columns: tuple[str, ...] = field(default=())
     monthly: bool = False  # range-partitioned by month on ts (partitions created on demand by the writer)
+    session_brin: bool = False  # a BRIN index on session, whose new ranges the writer summarizes (migration 064)
 
     @property
     def nested(self) -> bool:
@@ -61,7 +62,7 @@ SYMBOLS = Table(
     key=("symbol",),
     server_columns=("asset_class", "active", "added_at", "updated_at"),
 )
-BARS_DAILY = Table("market.bars_daily", BAR_COLUMNS, ("symbol", "ts"), "session", ("ingested_at",))
+BARS_DAILY = Table("market.bars_daily", BAR_COLUMNS, ("symbol", "ts"), "session", ("ingested_at",), session_brin=True)
 BARS_MINUTE = Table("market.bars_minute", BAR_COLUMNS, ("symbol", "ts"), "session", ("ingested_at",), monthly=True)
 QUARANTINE = Table(
     "market.quarantine",
@@ -113,6 +114,7 @@ INDICATORS_DAILY = Table(
     ("symbol", "ts"),
     "session",
     ("computed_at",),
+    session_brin=True,
 )
 PATTERNS = Table(
     "market.patterns",
@@ -129,6 +131,7 @@ PATTERNS = Table(
     ("symbol", "ts", "pattern"),
     "session",
     ("computed_at",),
+    session_brin=True,
 )
 # One tuple per symbol and session holding all its levels (migration 063): a twelfth of the tuples and index
 # entries of one row per level; analysts read the view market.support_resistance, one row per level.
@@ -149,6 +152,7 @@ SUPPORT_RESISTANCE = Table(
     ("symbol", "as_of"),
     "session",
     ("computed_at",),
+    session_brin=True,
 )
 PIVOT_POINTS = Table(
     "market.pivot_points",
@@ -162,6 +166,7 @@ PIVOT_POINTS = Table(
     ("symbol", "ts"),
     "session",
     ("computed_at",),
+    session_brin=True,
 )
 INDICATORS_INTRADAY = Table(
     "market.indicators_intraday",

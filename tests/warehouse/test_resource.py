@@ -434,6 +434,13 @@ def test_a_write_leaves_no_block_range_unsummarized(warehouse: WarehouseResource
                                 sessions=(date(2024, 2, 1), date(2024, 2, 28)))  # fmt: skip
     assert unsummarized() == 0
     assert warehouse.summarize_new_ranges("market.support_resistance_packed") == 0  # through the definer function
+    # the registry names exactly the tables with a BRIN index of their own (not the monthly partitions')
+    brin = warehouse.read_frame(
+        "SELECT DISTINCT t.oid::regclass::text AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_am a ON a.oid = c.relam JOIN pg_class t ON t.oid = i.indrelid"
+        " WHERE a.amname = 'brin' AND t.relkind = 'r' AND NOT t.relispartition"
+    )
+    assert sorted(brin["name"]) == sorted(t.name for t in TABLES.values() if t.session_brin)
 
 
 def test_a_nested_write_refuses_keys_out_of_order_and_null_elements(warehouse: WarehouseResource) -> None:
