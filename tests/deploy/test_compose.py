@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 
 # service -> the command it must run (prefix); None: the image's own entrypoint (postgres, redis, ...)
 COMMANDS: dict[str, list[str] | None] = {
-    "postgres": None,
+    "postgres": ["postgres", "-c", "shared_buffers=512MB", "-c", "max_wal_size=4GB"],  # the image's server, tuned
     "redis": ["sh", "-c"],
     "migrate": ["market-data", "migrate"],
     "code-server": ["dagster", "code-server", "start", "--host", "0.0.0.0", "--port", "4000",
