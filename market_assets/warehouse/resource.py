@@ -9,6 +9,7 @@ server, and a failure anywhere leaves the previous data in place.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,7 @@ _MIGRATION_LOCK = 7_231_001  # pg_advisory_xact_lock key: one migrator at a time
 # both copied the same keys. Writers now take one transaction-scoped advisory lock per (table, month) the write
 # touches, in order; months rather than sessions so a ten-year range takes 120 locks, not 2,520.
 LOCK_WAIT_SECONDS = 120.0
+log = logging.getLogger(__name__)
 _LOCK_POLL_SECONDS = 0.1
 _ROWS_PER_SLICE = 50_000
 
@@ -462,12 +464,15 @@ class WarehouseResource(ConfigurableResource):
         writes) is waited for at most a second (another summary or a manual VACUUM holding it); then the next write
         or autovacuum does it. Through `market.summarize_new_ranges` (migration 064): it needs the table's owner.
         """
-        with self.connect(autocommit=True) as conn:
-            conn.execute("SET lock_timeout = '1s'")
-            try:
+        try:
+            with self.connect(autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '1s'")
                 row = conn.execute("SELECT market.summarize_new_ranges(%s)", (_check_table(table),)).fetchone()
-            except psycopg.errors.LockNotAvailable:
-                return 0
+        except psycopg.errors.LockNotAvailable:
+            return 0
+        except (psycopg.Error, UnreachableError) as exc:  # the write is committed: this only speeds up later reads
+            log.warning("BRIN ranges of %s not summarized (the next write or autovacuum will): %s", table, exc)
+            return 0
         return int(row[0])
 
     def replace_quarantine(
