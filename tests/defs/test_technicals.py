@@ -456,7 +456,8 @@ def test_checks_fail_on_the_faults_they_guard(pipeline: Pipeline) -> None:
 
 def test_level_and_pivot_checks_fail_on_the_faults_they_guard(pipeline: Pipeline) -> None:
     """The same for the level and pivot checks: a flag or a level on the wrong side of the close, a touch after the
-    as-of bar, pivots out of order and a missing pivot row are each counted; a re-materialization clears them."""
+    as-of bar, a first touch after its last, pivots out of order and a missing pivot row are each counted; a
+    re-materialization clears them."""
     day = date(2025, 12, 31)
     warehouse = pipeline.warehouse
     result = pipeline.materialize([support_resistance_levels, pivot_levels], partition=str(day))
@@ -470,12 +471,15 @@ def test_level_and_pivot_checks_fail_on_the_faults_they_guard(pipeline: Pipeline
         conn.execute("UPDATE market.support_resistance_packed SET last_touch[cardinality(last_touch)] ="
                      " last_touch[cardinality(last_touch)] + interval '400 days'"
                      " WHERE symbol = 'MSFT' AND session = %s", (day,))  # fmt: skip
+        # NVDA: its first level's first touch after its last
+        conn.execute("UPDATE market.support_resistance_packed SET first_touch[1] = last_touch[1] + interval '1 second'"
+                     " WHERE symbol = 'NVDA' AND session = %s", (day,))  # fmt: skip
         # XOM: its lowest level (a support) moved above its highest, flags untouched
         conn.execute("UPDATE market.support_resistance_packed SET level[1] = level[cardinality(level)] + 1"
                      " WHERE symbol = 'XOM' AND session = %s AND NOT resistance[1]", (day,))  # fmt: skip
         conn.execute("UPDATE market.pivot_points SET r1 = s3 - 1 WHERE symbol = 'AAPL' AND session = %s", (day,))
         conn.execute("DELETE FROM market.pivot_points WHERE symbol = 'MSFT' AND session = %s", (day,))
-    assert technicals_queries.level_violations(warehouse, UNIVERSE, day, day) == 3
+    assert technicals_queries.level_violations(warehouse, UNIVERSE, day, day) == 4
     assert technicals_queries.pivot_faults(warehouse, UNIVERSE, day, day) == {"unordered": 1, "missing": 1}
     restored = pipeline.materialize([support_resistance_levels, pivot_levels], partition=str(day))
     assert restored.success and all(check_results(restored).values())
