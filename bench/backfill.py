@@ -7,8 +7,10 @@ One run, on fresh storage (a scratch MARKET_DATA_HOME; the warehouse is DATABASE
 2. the same command again (resume: nothing complete is fetched again);
 3. one new session after the window through the CLI (its last-session step runs the schedule's whole job:
    bars, minute bars, technicals, options, cache);
-4. the session after that through the two jobs that hold bars and technicals only (`daily_bars_job`,
-   `technicals_job`), each timed as the CLI times a step: the "one new session, bars + technicals" figure.
+4. the three sessions after that, each through the two jobs that hold bars and technicals only (`daily_bars_job`,
+   `technicals_job`), each timed as the CLI times a step: the "one new session, bars + technicals" figures, each
+   with the number of symbols that went ex (a split or dividend on that session makes `adjusted_history`
+   recompute that symbol's whole derived history, so a day's cost depends on how many there are).
 
 The limits, computed for the same work and printed beside the measurements:
 
@@ -48,6 +50,7 @@ BARS_PAGE = 10_000
 CONTRACTS_PAGE = 10_000
 CHAIN_PAGE = 1_000
 API_PER_MINUTE = 200
+NEW_SESSIONS = 3  # sessions measured one at a time after the CLI's new session
 DERIVED = ("indicators_daily", "patterns", "support_resistance_packed", "pivot_points")
 CPU: list[float] = []  # CPU seconds (user + system) of each CLI run, simulator included (it runs in-process)
 
@@ -210,6 +213,14 @@ for job in ("daily_bars_job", "technicals_job"):
 """
 
 
+def ex_symbols(dsn: str, day: date) -> int:
+    """Symbols with an adjustment factor dated `day`: each had its derived history recomputed that session."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(DISTINCT symbol) FROM market.adjustment_factors WHERE ex_date = %s", (day,)
+        ).fetchone()[0]
+
+
 def bars_and_technicals(day: date, symbols: list[str], env: dict[str, str]) -> dict[str, float]:
     """Seconds of daily_bars_job and technicals_job for one session, in a fresh process that has loaded the
     definitions (start-up and imports excluded, as in the CLI's step times; first-use costs inside the run count,
@@ -274,8 +285,8 @@ def main() -> None:
     after = sessions_between(end + timedelta(days=1), end + timedelta(days=10))[0]
     one_wall, _, one_out, _ = run_cli([*common, "--start", str(after), "--end", str(after)], env)
     one_steps = step_seconds(one_out)
-    following = sessions_between(after + timedelta(days=1), after + timedelta(days=10))[0]
-    bt = bars_and_technicals(following, symbols, env)
+    following = sessions_between(after + timedelta(days=1), after + timedelta(days=10))[:NEW_SESSIONS]
+    new_sessions = [(day, bars_and_technicals(day, symbols, env), ex_symbols(dsn, day)) for day in following]
 
     copy_rows, copy_s = copy_limit(dsn)
     kernel_s = kernels_limit(dsn)
@@ -308,13 +319,14 @@ def main() -> None:
         f"| {one_steps[1] if len(one_steps) > 1 else float('nan'):.1f} s "
         f"(CLI wall {one_wall:.1f} s, {CPU[-1]:.1f} s CPU, incl. minute bars, options, cache and start-up) | | |"
     )
-    print(
-        f"| one new session ({following}), bars + technicals (daily_bars_job + technicals_job) "
-        f"| {bt['daily_bars_job'] + bt['technicals_job']:.1f} s (bars {bt['daily_bars_job']:.1f}, "
-        f"technicals {bt['technicals_job']:.1f}; "
-        f"simulator series and actions generated before: {bt['simulator_warmup']:.1f} s) "
-        "| | <= 5 s |"
-    )
+    for day, bt, went_ex in new_sessions:
+        print(
+            f"| one new session ({day}, {went_ex} symbol(s) ex-dividend or split), bars + technicals "
+            f"(daily_bars_job + technicals_job) | {bt['daily_bars_job'] + bt['technicals_job']:.1f} s "
+            f"(bars {bt['daily_bars_job']:.1f}, technicals {bt['technicals_job']:.1f}; "
+            f"simulator series and actions generated before: {bt['simulator_warmup']:.1f} s) "
+            "| | <= 5 s |"
+        )
     print(
         f"| option chains + contracts, {len(symbols)} underlyings, requests | {opt_requests} ({opt_retries} retries; "
         f"contracts {contract_requests}) | {contracts_min + chains_min} (contracts {contracts_min} for {contracts:,}, "
