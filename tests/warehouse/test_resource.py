@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
 
 from market_assets.analytics.options.rows import quarantine_frame
+from market_assets.domain.sessions import sessions_between
 from market_assets.warehouse import tables
-from market_assets.warehouse.resource import WarehouseResource, conform, copy_frame, dedupe_last
+from market_assets.warehouse.queries.bars import _PROBE_SESSIONS, missing_daily_bars
+from market_assets.warehouse.resource import WarehouseResource, conform, copy_frame, dedupe_last, pairs_predicate
 from market_assets.warehouse.tables import BARS_MINUTE, QUARANTINE, TABLES
 
 QUARANTINE_COLUMNS = QUARANTINE.columns
@@ -251,6 +254,33 @@ def test_only_delivered_keeps_the_rows_of_a_symbol_the_source_returned_nothing_f
     assert back[back.symbol == "AAPL"]["open"].tolist() == [200.0, 201.0, 102.0]
 
 
+@pytest.mark.parametrize(
+    ("delivered", "grid"),
+    [
+        # A and B on every session (the grid), C on two, D on one, a repeated pair
+        ([("A", 4), ("A", 5), ("A", 6), ("B", 6), ("B", 5), ("B", 4), ("C", 4), ("C", 6), ("D", 5), ("A", 5)], "AB"),
+        ([("A", 4), ("B", 5), ("C", 6)], ""),  # no symbol on every session: all pairs
+        ([("A", 4), ("A", 5), ("B", 4), ("B", 5)], "AB"),  # all in the grid
+        ([], ""),
+    ],
+)
+def test_pairs_predicate_matches_exactly_the_pairs(
+    warehouse: WarehouseResource, delivered: list[tuple[str, int]], grid: str
+) -> None:
+    """The grid-plus-rest form of "(symbol, session) in pairs" selects exactly the pairs, nothing else."""
+    pairs = ([o for o, _ in delivered], [date(2024, 3, d) for _, d in delivered])
+    predicate, params = pairs_predicate(sql.Identifier("o"), sql.Identifier("s"), pairs)
+    every = [(o, date(2024, 3, d)) for o in "ABCDE" for d in (3, 4, 5, 6, 7)]
+    query = sql.SQL("SELECT o, s FROM unnest(%s::text[], %s::date[]) AS c(o, s) WHERE {} ORDER BY o, s").format(
+        predicate
+    )
+    with warehouse.connect() as conn:
+        got = conn.execute(query, [[o for o, _ in every], [d for _, d in every], *params]).fetchall()
+    assert got == sorted(set(zip(*pairs, strict=True)))
+    assert sorted(params[0]) == list(grid)  # sent as two short arrays, not as their pairs
+    assert not set(params[2]) & set(grid)
+
+
 def test_a_second_writer_of_the_partition_waits_then_fails_clearly(warehouse: WarehouseResource) -> None:
     """Issue 13, item 7: two writers collided with a raw UniqueViolation; now the second waits, bounded."""
     import time
@@ -459,3 +489,28 @@ def test_a_nested_write_refuses_keys_out_of_order_and_null_elements(warehouse: W
         warehouse.replace_partition(LEVELS, holed, sessions=(date(2024, 1, 2), date(2024, 1, 2)),
                                     symbols=["AAPL", "MSFT"])  # fmt: skip
     assert warehouse.scalar("SELECT count(*) FROM market.support_resistance_packed") == 0  # nothing half-written
+
+
+def test_missing_daily_bars_probes_and_range_read_agree(warehouse: WarehouseResource) -> None:
+    """Both forms of `missing_daily_bars` (a primary-key probe per pair for a few sessions, one range read for a
+    backfill chunk) name exactly the absent (symbol, session) pairs, by session then symbol."""
+    sessions = sessions_between(date(2024, 3, 1), date(2024, 3, 28))
+    days = [d.isoformat() for d in sessions]
+    frame = pd.concat(
+        [
+            make_bars(["AAPL"], days),  # complete
+            make_bars(["MSFT"], [d for i, d in enumerate(days) if i % 3]),  # every third session missing
+            make_bars(["NVDA"], days[:2]),  # stops early
+        ],
+        ignore_index=True,
+    )
+    write(warehouse, frame, ["AAPL", "MSFT", "NVDA"])
+    universe = ["AAPL", "MSFT", "NVDA", "XOM"]  # XOM: nothing stored
+    present = set(zip(frame["symbol"], frame["session"], strict=True))
+    expected = sorted(((s, d) for d in sessions for s in universe if (s, d) not in present), key=lambda p: (p[1], p[0]))
+    assert len(sessions) > _PROBE_SESSIONS
+    ranged = missing_daily_bars(warehouse, universe, sessions)
+    assert list(zip(ranged["symbol"], ranged["session"], strict=True)) == expected
+    few = sessions[:_PROBE_SESSIONS]
+    probed = missing_daily_bars(warehouse, universe, few)
+    assert list(zip(probed["symbol"], probed["session"], strict=True)) == [p for p in expected if p[1] in few]

@@ -103,21 +103,37 @@ def latest_daily_session(warehouse: WarehouseResource) -> date | None:
     return warehouse.scalar("SELECT max(session) FROM market.bars_daily")
 
 
+# up to this many sessions `missing_daily_bars` probes the primary key per pair; beyond, it reads the range
+_PROBE_SESSIONS = 5
+
+
 def missing_daily_bars(warehouse: WarehouseResource, universe: Sequence[str], sessions: Sequence[date]) -> pd.DataFrame:
     """(symbol, session) pairs of `universe` x `sessions` with no stored daily bar, by session then symbol.
 
-    Each pair is one primary-key probe: a stored daily bar is stamped at New York midnight of its session (the bar
-    contract rejects any other `ts`). By `session` the probe read each symbol's whole history (0.36 s for one
-    session of 500 symbols at ten years).
+    A few sessions: each pair is one primary-key probe (a stored daily bar is stamped at New York midnight of its
+    session: the bar contract rejects any other `ts`); by `session` the probe read each symbol's whole history
+    (0.36 s for one session of 500 symbols at ten years). Many sessions (a backfill chunk): one read of the
+    window's bars through the session BRIN, anti-joined in memory: 126 k probes cost 0.6-0.8 s per one-year
+    chunk of 500 symbols, the range read 0.25-0.4 s.
     """
     if not sessions or not universe:
         return pd.DataFrame(columns=["symbol", "session"])
+    if len(sessions) <= _PROBE_SESSIONS:
+        return warehouse.read_frame(
+            "SELECT u.symbol, s.session FROM unnest(%s::text[]) AS u(symbol)"
+            " CROSS JOIN unnest(%s::date[]) AS s(session)"
+            " WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = u.symbol"
+            "                   AND b.ts = (s.session::timestamp AT TIME ZONE %s))"
+            " ORDER BY s.session, u.symbol",
+            (list(universe), list(sessions), NEW_YORK),
+        )
     return warehouse.read_frame(
-        "SELECT u.symbol, s.session FROM unnest(%s::text[]) AS u(symbol) CROSS JOIN unnest(%s::date[]) AS s(session) "
-        "WHERE NOT EXISTS (SELECT 1 FROM market.bars_daily b WHERE b.symbol = u.symbol"
-        "                  AND b.ts = (s.session::timestamp AT TIME ZONE %s)) "
-        "ORDER BY s.session, u.symbol",
-        (list(universe), list(sessions), NEW_YORK),
+        "SELECT u.symbol, s.session FROM unnest(%s::text[]) AS u(symbol) CROSS JOIN unnest(%s::date[]) AS s(session)"
+        " LEFT JOIN (SELECT symbol, session FROM market.bars_daily"
+        "            WHERE symbol = ANY(%s) AND session BETWEEN %s AND %s) b"
+        "   ON b.symbol = u.symbol AND b.session = s.session"
+        " WHERE b.symbol IS NULL ORDER BY s.session, u.symbol",
+        (list(universe), list(sessions), list(universe), min(sessions), max(sessions)),
     )
 
 
