@@ -113,7 +113,7 @@ def missing_daily_bars(warehouse: WarehouseResource, universe: Sequence[str], se
     A few sessions: each pair is one primary-key probe (a stored daily bar is stamped at New York midnight of its
     session: the bar contract rejects any other `ts`); by `session` the probe read each symbol's whole history
     (0.36 s for one session of 500 symbols at ten years). Many sessions (a backfill chunk): one read of the
-    window's bars through the session BRIN, anti-joined in memory: 126 k probes cost 0.6-0.8 s per one-year
+    window's bars through the session BRIN, anti-joined by the server: 126 k probes cost 0.6-0.8 s per one-year
     chunk of 500 symbols, the range read 0.25-0.4 s.
     """
     if not sessions or not universe:
