@@ -15,7 +15,7 @@ from market_assets.analytics.options.rows import quarantine_frame
 from market_assets.domain.sessions import sessions_between
 from market_assets.warehouse import tables
 from market_assets.warehouse.queries.bars import _PROBE_SESSIONS, missing_daily_bars
-from market_assets.warehouse.resource import WarehouseResource, conform, copy_frame, dedupe_last, pairs_predicate
+from market_assets.warehouse.resource import Pairs, WarehouseResource, conform, copy_frame, dedupe_last
 from market_assets.warehouse.tables import BARS_MINUTE, QUARANTINE, TABLES
 
 QUARANTINE_COLUMNS = QUARANTINE.columns
@@ -269,7 +269,7 @@ def test_pairs_predicate_matches_exactly_the_pairs(
 ) -> None:
     """The grid-plus-rest form of "(symbol, session) in pairs" selects exactly the pairs, nothing else."""
     pairs = ([o for o, _ in delivered], [date(2024, 3, d) for _, d in delivered])
-    predicate, params = pairs_predicate(sql.Identifier("o"), sql.Identifier("s"), pairs)
+    predicate, params = Pairs.of(*pairs).predicate(sql.Identifier("o"), sql.Identifier("s"))
     every = [(o, date(2024, 3, d)) for o in "ABCDE" for d in (3, 4, 5, 6, 7)]
     query = sql.SQL("SELECT o, s FROM unnest(%s::text[], %s::date[]) AS c(o, s) WHERE {} ORDER BY o, s").format(
         predicate
