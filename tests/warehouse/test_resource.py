@@ -14,7 +14,7 @@ from psycopg import sql
 from market_assets.analytics.options.rows import quarantine_frame
 from market_assets.domain.sessions import sessions_between
 from market_assets.warehouse import tables
-from market_assets.warehouse.queries.bars import _PROBE_SESSIONS, missing_daily_bars
+from market_assets.warehouse.queries.bars import missing_daily_bars
 from market_assets.warehouse.resource import Pairs, WarehouseResource, conform, copy_frame, dedupe_last
 from market_assets.warehouse.tables import BARS_MINUTE, QUARANTINE, TABLES
 
@@ -491,9 +491,9 @@ def test_a_nested_write_refuses_keys_out_of_order_and_null_elements(warehouse: W
     assert warehouse.scalar("SELECT count(*) FROM market.support_resistance_packed") == 0  # nothing half-written
 
 
-def test_missing_daily_bars_probes_and_range_read_agree(warehouse: WarehouseResource) -> None:
-    """Both forms of `missing_daily_bars` (a primary-key probe per pair for a few sessions, one range read for a
-    backfill chunk) name exactly the absent (symbol, session) pairs, by session then symbol."""
+def test_missing_daily_bars_names_exactly_the_absent_pairs(warehouse: WarehouseResource) -> None:
+    """`missing_daily_bars` names exactly the absent (symbol, session) pairs, by session then symbol, for a
+    month of sessions and for a few of them."""
     sessions = sessions_between(date(2024, 3, 1), date(2024, 3, 28))
     days = [d.isoformat() for d in sessions]
     frame = pd.concat(
@@ -508,9 +508,8 @@ def test_missing_daily_bars_probes_and_range_read_agree(warehouse: WarehouseReso
     universe = ["AAPL", "MSFT", "NVDA", "XOM"]  # XOM: nothing stored
     present = set(zip(frame["symbol"], frame["session"], strict=True))
     expected = sorted(((s, d) for d in sessions for s in universe if (s, d) not in present), key=lambda p: (p[1], p[0]))
-    assert len(sessions) > _PROBE_SESSIONS
     ranged = missing_daily_bars(warehouse, universe, sessions)
     assert list(zip(ranged["symbol"], ranged["session"], strict=True)) == expected
-    few = sessions[:_PROBE_SESSIONS]
+    few = sessions[3:8]
     probed = missing_daily_bars(warehouse, universe, few)
     assert list(zip(probed["symbol"], probed["session"], strict=True)) == [p for p in expected if p[1] in few]
