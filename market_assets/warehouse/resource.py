@@ -855,7 +855,3 @@ class WarehouseResource(ConfigurableResource):
         frame["volume"] = frame["volume"].astype("int64")
         frame["trade_count"] = frame["trade_count"].astype("Int64")
         return frame.loc[:, list(BAR_COLUMNS)]
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-        frame["volume"] = frame["volume"].astype("int64")
-        frame["trade_count"] = frame["trade_count"].astype("Int64")
-        return frame
