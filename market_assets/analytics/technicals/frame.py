@@ -464,6 +464,7 @@ def support_resistance_by_session(
     days, starts = days[keep], starts[keep]
     names, first, counts = np.unique(sym, return_index=True, return_counts=True)
     parts: list[dict[str, np.ndarray]] = []
+    owners: list[int] = []  # the symbol (index into names) of each part
     for r in range(names.size):
         a, b = int(first[r]), int(first[r] + counts[r])
         sd = bar_days[a:b]
@@ -471,27 +472,33 @@ def support_resistance_by_session(
         win = np.searchsorted(sd, starts, side="left")
         got = lv.levels_as_of(h[a:b], lo[a:b], c[a:b], as_of, win, lookback=lookback, w=swing_window, atr_mult=atr_mult)
         if got["k"].size:
-            got["symbol_index"] = np.full(got["k"].size, r)
-            got["first_pos"] = a + got["first_index"]
-            got["last_pos"] = a + got["last_index"]
             parts.append(got)
+            owners.append(r)
     if not parts:
         return pd.DataFrame(columns=LEVEL_FRAME_COLUMNS)
-    flat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    # Memory: a year of 500 symbols is ~1.6 M level rows. Each column is concatenated on its own and its parts
+    # dropped as it is (parts and flat columns are never both whole), the symbol and bar offsets are repeated once
+    # here rather than stored per part, and each flat column is dropped once the frame has its reordered copy: the
+    # traced peak of this function went from 510 to 267 MiB on a one-year chunk of 500 symbols (result: 114 MiB).
+    sizes = [p["k"].size for p in parts]
+    symbol_index = np.repeat(np.asarray(owners), sizes)
+    offset = np.repeat(first[owners], sizes)  # the part's first bar position: its indices are relative to it
+    flat = {key: np.concatenate([p.pop(key) for p in parts]) for key in list(parts[0])}
+    del parts
     o = np.argsort(flat["k"], kind="stable")  # session, then symbol (parts are in symbol order), then level
     # object columns by reference to one object per distinct value (a year of 500 symbols is ~1.6 M rows: making
     # a str or date object per row cost a second of the chunk)
-    session_dates = pd.Index(days.astype("datetime64[D]").astype(object)[flat["k"][o]])
+    session_dates = pd.Index(days.astype("datetime64[D]").astype(object)[flat.pop("k")[o]])
     return pd.DataFrame(
         {
-            "symbol": names.astype(object)[flat["symbol_index"][o]],
+            "symbol": names.astype(object)[symbol_index[o]],
             "as_of": session_dates,
-            "kind": np.array(["support", "resistance"], dtype=object)[flat["resistance"][o].astype(np.intp)],
-            "level": flat["level"][o],
-            "touches": flat["touches"][o].astype("int64"),
-            "first_touch": stamps[flat["first_pos"][o]],
-            "last_touch": stamps[flat["last_pos"][o]],
-            "strength": flat["strength"][o],
+            "kind": np.array(["support", "resistance"], dtype=object)[flat.pop("resistance")[o].astype(np.intp)],
+            "level": flat.pop("level")[o],
+            "touches": flat.pop("touches")[o].astype("int64"),
+            "first_touch": stamps[(offset + flat.pop("first_index"))[o]],
+            "last_touch": stamps[(offset + flat.pop("last_index"))[o]],
+            "strength": flat.pop("strength")[o],
             "session": session_dates,
         }
     )

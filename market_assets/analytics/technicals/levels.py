@@ -361,7 +361,8 @@ def levels_as_of(
         float(atr_mult),
         float(tolerance_pct),
     )
-    return dict(zip(names, arrays, strict=True))
+    # the kernel's buffers grow by doubling: copy each out at its length, so the caller keeps no unused capacity
+    return {name: np.array(values) for name, values in zip(names, arrays, strict=True)}
 
 
 def floor_pivots(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> pd.DataFrame:
