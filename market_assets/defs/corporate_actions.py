@@ -10,7 +10,10 @@ changed after their rows were computed, over their whole stored history. That st
 finds nothing stale) and costs O(those symbols' history), not O(universe).
 """
 
+import contextvars
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -150,27 +153,36 @@ def recompute_history(warehouse: WarehouseResource, symbols: list[str], run_id: 
 
     The same pure functions as the partitioned assets, over the full history, which is what a clean run
     computes (each partition reads enough history to equal a full run: see ``defs.technicals``).
+
+    Why a writer thread: each table's COPY is the server's work (on its own core) while Python waits, and the
+    next table's rows are Python's work; so table k is written while table k + 1 is computed, in the one
+    transaction (the thread runs in this context, so it joins it; the four writes still run one at a time on its
+    connection). Everything is read before the transaction, so the thread is the connection's only user.
     """
     bars = daily_bars(warehouse, symbols, _EPOCH, date(2999, 12, 31))
     if bars.empty:
         return {t.name: 0 for t in _DERIVED}
     first, last = min(bars["session"]), max(bars["session"])
-    technicals = compute_daily_technicals(bars)
-    frames = {
-        tables.INDICATORS_DAILY: indicator_rows(bars, technicals, intraday_vwap(warehouse, symbols, first, last),
-                                                first, last),
-        tables.PATTERNS: pattern_rows(bars, first, last, since=last)[0],
-        tables.SUPPORT_RESISTANCE: levels_for_sessions(bars, sessions_between(first, last), LOOKBACK_SESSIONS),
-        tables.PIVOT_POINTS: pivot_rows(bars, first, last),
-    }  # fmt: skip
-    written: dict[str, int] = {}
-    with warehouse.transaction():  # all four tables move together, or none does
-        for table, frame in frames.items():
-            result = warehouse.replace_partition(
-                table, frame.assign(run_id=run_id), sessions=(_EPOCH, last), symbols=symbols
-            )
-            written[table.name] = result.rows_written
-    return written
+    vwap = intraday_vwap(warehouse, symbols, first, last)
+    frames: dict[tables.Table, Callable[[], pd.DataFrame]] = {
+        tables.INDICATORS_DAILY: lambda: indicator_rows(bars, compute_daily_technicals(bars), vwap, first, last),
+        tables.PATTERNS: lambda: pattern_rows(bars, first, last, since=last)[0],
+        tables.SUPPORT_RESISTANCE: lambda: levels_for_sessions(bars, sessions_between(first, last), LOOKBACK_SESSIONS),
+        tables.PIVOT_POINTS: lambda: pivot_rows(bars, first, last),
+    }
+
+    def write(table: tables.Table, frame: pd.DataFrame) -> int:
+        result = warehouse.replace_partition(
+            table, frame.assign(run_id=run_id), sessions=(_EPOCH, last), symbols=symbols
+        )
+        return result.rows_written
+
+    with warehouse.transaction(), ThreadPoolExecutor(1, thread_name_prefix="recompute-writer") as writer:
+        # all four tables move together, or none does: a failed write or computation leaves the block by raising,
+        # after the writer has finished what it started, and the transaction rolls back
+        context = contextvars.copy_context()
+        pending = {table: writer.submit(context.run, write, table, make()) for table, make in frames.items()}
+        return {table.name: future.result() for table, future in pending.items()}
 
 
 @asset(

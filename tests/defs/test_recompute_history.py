@@ -1,0 +1,100 @@
+"""`recompute_history` writes the four derived tables of the recomputed symbols together or not at all.
+
+Its writes run on a writer thread while the next table is computed, all in one transaction: a computation that
+fails after earlier tables were written, and a write the server rejects, must both leave every table exactly as it
+was, and say what failed. On real data: AAPL's 2020 bars with its 4:1 split and the 0.82 dividend.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from market_assets.analytics import adjustments as adj
+from market_assets.defs import corporate_actions as defs
+from market_assets.warehouse.resource import WarehouseResource
+from market_assets.warehouse.tables import ADJUSTMENT_FACTORS, BARS_DAILY
+
+REAL = Path("/work/shared/data/real")
+pytestmark = pytest.mark.skipif(not REAL.exists(), reason="real data files not present")
+ALL_DATES = (date(1900, 1, 1), date(2999, 12, 31))
+DERIVED = {
+    "market.indicators_daily": "symbol, ts",
+    "market.patterns": "symbol, ts, pattern",
+    "market.support_resistance_packed": "symbol, as_of",
+    "market.pivot_points": "symbol, ts",
+}
+
+
+def _store_aapl(warehouse: WarehouseResource) -> None:
+    df = pd.read_csv(REAL / "aapl_2020_raw.csv")
+    ts = pd.to_datetime(df["Epoch"]).dt.tz_localize("UTC")
+    raw = pd.DataFrame({
+        "symbol": "AAPL", "ts": ts, "session": ts.dt.tz_convert("America/New_York").dt.date,
+        "open": df["Open"], "high": df["High"], "low": df["Low"], "close": df["Close"],
+        "volume": df["Volume"].astype(np.int64), "trade_count": pd.array([None] * len(df), dtype="Int64"),
+        "vwap": np.nan, "feed": "sip", "run_id": "t",
+    })  # fmt: skip
+    warehouse.replace_partition(BARS_DAILY, raw, sessions=ALL_DATES, symbols=["AAPL"])
+    actions = pd.DataFrame(
+        [
+            ("AAPL", "forward_split", "2020-08-31", 4.0, 1.0, np.nan),
+            ("AAPL", "cash_dividend", "2020-08-07", None, None, 0.82),
+        ],
+        columns=["symbol", "type", "ex_date", "new_rate", "old_rate", "cash_amount"],
+    )
+    factors = adj.factor_table(actions, raw[["symbol", "session", "close"]]).assign(run_id="t")
+    warehouse.replace_partition(ADJUSTMENT_FACTORS, factors, sessions=ALL_DATES, symbols=["AAPL"])
+
+
+def _derived(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
+    return {t: warehouse.read_frame(f"SELECT * FROM {t} ORDER BY {k}") for t, k in DERIVED.items()}
+
+
+def _unchanged(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame]) -> None:
+    for table in DERIVED:
+        assert len(after[table]) == len(before[table]) > 0, table
+        assert set(after[table]["run_id"]) == {"first"}, table
+        pd.testing.assert_frame_equal(after[table], before[table], obj=table)
+
+
+def test_a_failure_after_earlier_tables_were_written_leaves_all_four_as_they_were(
+    warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store_aapl(warehouse)
+    written = defs.recompute_history(warehouse, ["AAPL"], "first")  # 43 bars: one indicator row each
+    assert written["market.indicators_daily"] == 43 and all(n > 0 for n in written.values()), written
+    before = _derived(warehouse)
+
+    # the computation of the third table fails: indicators and patterns were already handed to the writer
+    def broken(*_: object, **__: object) -> pd.DataFrame:
+        raise RuntimeError("support/resistance failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(defs, "levels_for_sessions", broken)
+        with pytest.raises(RuntimeError, match="support/resistance failed"):
+            defs.recompute_history(warehouse, ["AAPL"], "second")
+    _unchanged(before, _derived(warehouse))
+
+    # the server rejects the third table's rows (a level must be > 0): the error names it, and pivots, computed
+    # and handed over after the failed write, are not written either
+    real = defs.levels_for_sessions
+
+    def negative(*args: object, **kwargs: object) -> pd.DataFrame:
+        return real(*args, **kwargs).assign(level=-1.0)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(defs, "levels_for_sessions", negative)
+        with pytest.raises(psycopg.errors.CheckViolation, match="support_resistance"):
+            defs.recompute_history(warehouse, ["AAPL"], "second")
+    _unchanged(before, _derived(warehouse))
+
+    # and a good re-run replaces all four
+    assert defs.recompute_history(warehouse, ["AAPL"], "third") == written
+    for table, frame in _derived(warehouse).items():
+        assert set(frame["run_id"]) == {"third"}, table
