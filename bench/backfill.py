@@ -10,7 +10,10 @@ One run, on fresh storage (a scratch MARKET_DATA_HOME; the warehouse is DATABASE
 4. the three sessions after that, each through the two jobs that hold bars and technicals only (`daily_bars_job`,
    `technicals_job`), each timed as the CLI times a step: the "one new session, bars + technicals" figures, each
    with the number of symbols that went ex (a split or dividend on that session makes `adjusted_history`
-   recompute that symbol's whole derived history, so a day's cost depends on how many there are).
+   recompute that symbol's whole derived history, so a day's cost depends on how many there are); then each of
+   them `REPEATS` more times with that day's factors made newer than the derived rows (the same work again, those
+   symbols' histories included), printed beside the first run with the median: one run of a few seconds on a
+   machine whose speed drifts says little.
 
 The limits, computed for the same work and printed beside the measurements:
 
@@ -32,6 +35,7 @@ import math
 import os
 import re
 import resource
+import statistics
 import string
 import subprocess
 import sys
@@ -51,6 +55,7 @@ CONTRACTS_PAGE = 10_000
 CHAIN_PAGE = 1_000
 API_PER_MINUTE = 200
 NEW_SESSIONS = 3  # sessions measured one at a time after the CLI's new session
+REPEATS = 2  # each of them measured again this many times: one run of a few seconds says little on a drifting machine
 DERIVED = ("indicators_daily", "patterns", "support_resistance_packed", "pivot_points")
 CPU: list[float] = []  # CPU seconds (user + system) of each CLI run, simulator included (it runs in-process)
 
@@ -199,6 +204,11 @@ from market_assets.runtime.launch import cli_instance
 from market_assets.runtime.services import export_environment, resolve_endpoints
 settings = load_settings()
 export_environment(settings, resolve_endpoints(settings))
+day = date.fromisoformat(sys.argv[1])
+if len(sys.argv) > 3:  # a repeat of the day: its factors made newer than the derived rows, so the same symbols'
+    import psycopg  # histories are recomputed again, as on the day itself (the same work, measured again)
+    with psycopg.connect(sys.argv[3], autocommit=True) as conn:
+        conn.execute("UPDATE market.adjustment_factors SET computed_at = now() WHERE ex_date = %s", (day,))
 instance = cli_instance()  # as the CLI holds it
 import market_assets.definitions  # loaded before the clock starts, as the CLI (or a code server) has it loaded
 # the in-process simulator generates each symbol's whole series and corporate actions on first use: a stand-in for
@@ -206,7 +216,6 @@ import market_assets.definitions  # loaded before the clock starts, as the CLI (
 t0 = time.perf_counter()
 alpaca_sim.shared_server().warm(sys.argv[2].split(","))
 print(f"simulator_warmup True {time.perf_counter() - t0:.2f}", flush=True)
-day = date.fromisoformat(sys.argv[1])
 for job in ("daily_bars_job", "technicals_job"):
     outcome = _materialize(job, job, instance=instance, partition_range=(day, day))
     print(f"{job} {outcome.success} {outcome.seconds:.2f}", flush=True)
@@ -221,12 +230,24 @@ def ex_symbols(dsn: str, day: date) -> int:
         ).fetchone()[0]
 
 
-def bars_and_technicals(day: date, symbols: list[str], env: dict[str, str]) -> dict[str, float]:
+def bars_and_technicals(
+    day: date, symbols: list[str], env: dict[str, str], repeat_dsn: str | None = None
+) -> dict[str, float]:
     """Seconds of daily_bars_job and technicals_job for one session, in a fresh process that has loaded the
     definitions (start-up and imports excluded, as in the CLI's step times; first-use costs inside the run count,
-    except the in-process simulator's series and action records, built first and reported as `simulator_warmup`)."""
+    except the in-process simulator's series and action records, built first and reported as `simulator_warmup`).
+
+    With `repeat_dsn`, the session again (bars replaced, technicals recomputed, and the histories of the symbols
+    going ex that day recomputed again): the machine's own spread, next to the one real first run."""
     out = subprocess.run(
-        [sys.executable, "-c", BARS_AND_TECHNICALS, day.isoformat(), ",".join(symbols)],
+        [
+            sys.executable,
+            "-c",
+            BARS_AND_TECHNICALS,
+            day.isoformat(),
+            ",".join(symbols),
+            *([repeat_dsn] * bool(repeat_dsn)),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -286,7 +307,14 @@ def main() -> None:
     one_wall, _, one_out, _ = run_cli([*common, "--start", str(after), "--end", str(after)], env)
     one_steps = step_seconds(one_out)
     following = sessions_between(after + timedelta(days=1), after + timedelta(days=10))[:NEW_SESSIONS]
-    new_sessions = [(day, bars_and_technicals(day, symbols, env), ex_symbols(dsn, day)) for day in following]
+    new_sessions = [
+        (
+            day,
+            [bars_and_technicals(day, symbols, env, dsn if k else None) for k in range(1 + REPEATS)],
+            ex_symbols(dsn, day),
+        )
+        for day in following
+    ]
 
     copy_rows, copy_s = copy_limit(dsn)
     kernel_s = kernels_limit(dsn)
@@ -319,13 +347,15 @@ def main() -> None:
         f"| {one_steps[1] if len(one_steps) > 1 else float('nan'):.1f} s "
         f"(CLI wall {one_wall:.1f} s, {CPU[-1]:.1f} s CPU, incl. minute bars, options, cache and start-up) | | |"
     )
-    for day, bt, went_ex in new_sessions:
+    for day, runs, went_ex in new_sessions:
+        bt, totals = runs[0], [r["daily_bars_job"] + r["technicals_job"] for r in runs]
         print(
             f"| one new session ({day}, {went_ex} symbol(s) ex-dividend or split), bars + technicals "
-            f"(daily_bars_job + technicals_job) | {bt['daily_bars_job'] + bt['technicals_job']:.1f} s "
+            f"(daily_bars_job + technicals_job) | {totals[0]:.1f} s "
             f"(bars {bt['daily_bars_job']:.1f}, technicals {bt['technicals_job']:.1f}; "
-            f"simulator series and actions generated before: {bt['simulator_warmup']:.1f} s) "
-            "| | <= 5 s |"
+            f"simulator series and actions generated before: {bt['simulator_warmup']:.1f} s); "
+            f"the same session {REPEATS} more times: {', '.join(f'{t:.1f}' for t in totals[1:])} s, "
+            f"median of all {statistics.median(totals):.1f} s | | <= 5 s |"
         )
     print(
         f"| option chains + contracts, {len(symbols)} underlyings, requests | {opt_requests} ({opt_retries} retries; "
