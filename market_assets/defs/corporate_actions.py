@@ -177,12 +177,17 @@ def recompute_history(warehouse: WarehouseResource, symbols: list[str], run_id: 
         )
         return result.rows_written
 
-    with warehouse.transaction(), ThreadPoolExecutor(1, thread_name_prefix="recompute-writer") as writer:
-        # all four tables move together, or none does: a failed write or computation leaves the block by raising,
-        # after the writer has finished what it started, and the transaction rolls back
-        context = contextvars.copy_context()
-        pending = {table: writer.submit(context.run, write, table, make()) for table, make in frames.items()}
-        return {table.name: future.result() for table, future in pending.items()}
+    with warehouse.transaction():
+        # all four tables move together, or none does: a failed write or computation (or Ctrl-C) leaves the block by
+        # raising once the writer has finished the write it is in, with the writes still queued cancelled, and the
+        # transaction rolls back
+        writer = ThreadPoolExecutor(1, thread_name_prefix="recompute-writer")
+        try:
+            context = contextvars.copy_context()
+            pending = {table: writer.submit(context.run, write, table, make()) for table, make in frames.items()}
+            return {table.name: future.result() for table, future in pending.items()}
+        finally:
+            writer.shutdown(wait=True, cancel_futures=True)
 
 
 @asset(

@@ -1,4 +1,5 @@
-"""`recompute_history` writes the four derived tables of the recomputed symbols together or not at all.
+"""`recompute_history` writes the four derived tables of the recomputed symbols together or not at all, and stops
+without waiting for writes it has not started.
 
 Its writes run on a writer thread while the next table is computed, all in one transaction: a computation that
 fails after earlier tables were written, and a write the server rejects, must both leave every table exactly as it
@@ -7,8 +8,10 @@ was, and say what failed. On real data: AAPL's 2020 bars with its 4:1 split and 
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -98,3 +101,34 @@ def test_a_failure_after_earlier_tables_were_written_leaves_all_four_as_they_wer
     assert defs.recompute_history(warehouse, ["AAPL"], "third") == written
     for table, frame in _derived(warehouse).items():
         assert set(frame["run_id"]) == {"third"}, table
+
+
+def test_a_failure_with_writes_still_queued_cancels_them_and_stops_after_the_current_one(
+    warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping (an error, Ctrl-C) does not wait for writes not yet started: a recompute of a whole universe queues
+    four writes of millions of rows, and all of them would be rolled back anyway."""
+    _store_aapl(warehouse)
+    defs.recompute_history(warehouse, ["AAPL"], "first")
+    before = _derived(warehouse)
+    calls: list[str] = []
+    replace = WarehouseResource.replace_partition
+
+    def slow_write(self: WarehouseResource, table: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(table.name)  # each write as slow as a large universe's: 2 s
+        time.sleep(2.0)
+        return replace(self, table, *args, **kwargs)
+
+    def interrupted(*_: object, **__: object) -> pd.DataFrame:
+        raise RuntimeError("stopped while computing pivots")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WarehouseResource, "replace_partition", slow_write)  # the resource is frozen: on its class
+        patch.setattr(defs, "pivot_rows", interrupted)  # the fourth computation: three writes handed over by then
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="stopped while computing pivots"):
+            defs.recompute_history(warehouse, ["AAPL"], "second")
+        elapsed = time.monotonic() - started
+    assert calls == ["market.indicators_daily"], calls  # the write in progress finished; the two queued never ran
+    assert elapsed < 3.5, elapsed  # one write (2 s), not three (6 s)
+    _unchanged(before, _derived(warehouse))
