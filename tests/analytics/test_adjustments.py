@@ -4,7 +4,6 @@ sample) and indicators on adjusted closes against TA-Lib on independently adjust
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,28 +11,11 @@ import pytest
 
 from market_assets.analytics import adjustments as adj
 from market_assets.analytics.technicals.frame import compute_daily_technicals
+from tests.fixtures.real_aapl import REAL, aapl_2020
 
 talib = pytest.importorskip("talib")
 
-REAL = Path("/work/shared/data/real")
 pytestmark = pytest.mark.skipif(not REAL.exists(), reason="real data files not present")
-
-
-def _marketstore(name: str) -> pd.DataFrame:
-    df = pd.read_csv(REAL / name)
-    ts = pd.to_datetime(df["Epoch"]).dt.tz_localize("UTC")
-    return pd.DataFrame(
-        {
-            "symbol": "AAPL",
-            "ts": ts,
-            "session": ts.dt.tz_convert("America/New_York").dt.date,
-            "open": df["Open"],
-            "high": df["High"],
-            "low": df["Low"],
-            "close": df["Close"],
-            "volume": df["Volume"].astype(np.int64),
-        }
-    )
 
 
 def _actions(rows: list[tuple[str, str, str, float, float, float]]) -> pd.DataFrame:
@@ -56,8 +38,8 @@ def _wiki_actions(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_aapl_2020_split_equals_the_split_adjusted_file() -> None:
-    raw = _marketstore("aapl_2020_raw.csv")
-    expected = _marketstore("aapl_2020_split_adjusted.csv")
+    raw = aapl_2020("aapl_2020_raw.csv")
+    expected = aapl_2020("aapl_2020_split_adjusted.csv")
     actions = _actions(
         [
             ("AAPL", "forward_split", "2020-08-31", 4.0, 1.0, np.nan),
@@ -221,7 +203,7 @@ def test_trailing_dividend_yield_and_renames_and_unexplained_moves() -> None:
     out = adj.propagate_renames(actions)
     fb = out.loc[(out["symbol"] == "FB") & (out["type"] == "forward_split")]
     assert fb["ex_date"].tolist() == ["2023-01-03"]
-    raw = _marketstore("aapl_2020_raw.csv")
+    raw = aapl_2020("aapl_2020_raw.csv")
     flagged = adj.unexplained_moves(raw, pd.DataFrame({"symbol": [], "ex_date": []}))
     assert flagged["session"].tolist() == [pd.Timestamp("2020-08-31").date()]
     assert flagged["move"].item() == pytest.approx(127.58 / 499.23 - 1, rel=1e-12)

@@ -9,50 +9,23 @@ was, and say what failed. On real data: AAPL's 2020 bars with its 4:1 split and 
 from __future__ import annotations
 
 import time
-from datetime import date
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import psycopg
 import pytest
 
-from market_assets.analytics import adjustments as adj
 from market_assets.defs import corporate_actions as defs
 from market_assets.warehouse.resource import WarehouseResource
-from market_assets.warehouse.tables import ADJUSTMENT_FACTORS, BARS_DAILY
+from tests.fixtures.real_aapl import REAL, store_aapl_2020
 
-REAL = Path("/work/shared/data/real")
 pytestmark = pytest.mark.skipif(not REAL.exists(), reason="real data files not present")
-ALL_DATES = (date(1900, 1, 1), date(2999, 12, 31))
 DERIVED = {
     "market.indicators_daily": "symbol, ts",
     "market.patterns": "symbol, ts, pattern",
     "market.support_resistance_packed": "symbol, as_of",
     "market.pivot_points": "symbol, ts",
 }
-
-
-def _store_aapl(warehouse: WarehouseResource) -> None:
-    df = pd.read_csv(REAL / "aapl_2020_raw.csv")
-    ts = pd.to_datetime(df["Epoch"]).dt.tz_localize("UTC")
-    raw = pd.DataFrame({
-        "symbol": "AAPL", "ts": ts, "session": ts.dt.tz_convert("America/New_York").dt.date,
-        "open": df["Open"], "high": df["High"], "low": df["Low"], "close": df["Close"],
-        "volume": df["Volume"].astype(np.int64), "trade_count": pd.array([None] * len(df), dtype="Int64"),
-        "vwap": np.nan, "feed": "sip", "run_id": "t",
-    })  # fmt: skip
-    warehouse.replace_partition(BARS_DAILY, raw, sessions=ALL_DATES, symbols=["AAPL"])
-    actions = pd.DataFrame(
-        [
-            ("AAPL", "forward_split", "2020-08-31", 4.0, 1.0, np.nan),
-            ("AAPL", "cash_dividend", "2020-08-07", None, None, 0.82),
-        ],
-        columns=["symbol", "type", "ex_date", "new_rate", "old_rate", "cash_amount"],
-    )
-    factors = adj.factor_table(actions, raw[["symbol", "session", "close"]]).assign(run_id="t")
-    warehouse.replace_partition(ADJUSTMENT_FACTORS, factors, sessions=ALL_DATES, symbols=["AAPL"])
 
 
 def _derived(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
@@ -69,7 +42,7 @@ def _unchanged(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame]) 
 def test_a_failure_after_earlier_tables_were_written_leaves_all_four_as_they_were(
     warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _store_aapl(warehouse)
+    store_aapl_2020(warehouse)
     written = defs.recompute_history(warehouse, ["AAPL"], "first")  # 43 bars: one indicator row each
     assert written["market.indicators_daily"] == 43 and all(n > 0 for n in written.values()), written
     before = _derived(warehouse)
@@ -108,7 +81,7 @@ def test_a_failure_with_writes_still_queued_cancels_them_and_stops_after_the_cur
 ) -> None:
     """Stopping (an error, Ctrl-C) does not wait for writes not yet started: a recompute of a whole universe queues
     four writes of millions of rows, and all of them would be rolled back anyway."""
-    _store_aapl(warehouse)
+    store_aapl_2020(warehouse)
     defs.recompute_history(warehouse, ["AAPL"], "first")
     before = _derived(warehouse)
     calls: list[str] = []

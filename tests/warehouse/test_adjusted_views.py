@@ -4,7 +4,6 @@ on real data: AAPL 2020 raw bars plus the 4:1 split and the 0.82 dividend."""
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,46 +11,14 @@ import pytest
 
 from market_assets.analytics import adjustments as adj
 from market_assets.warehouse.resource import WarehouseResource
-from market_assets.warehouse.tables import ADJUSTMENT_FACTORS, BARS_DAILY
+from market_assets.warehouse.tables import BARS_DAILY
+from tests.fixtures.real_aapl import ALL_DATES, REAL, aapl_2020, store_aapl_2020
 
-REAL = Path("/work/shared/data/real")
 pytestmark = pytest.mark.skipif(not REAL.exists(), reason="real data files not present")
-ALL_DATES = (date(1900, 1, 1), date(2999, 12, 31))
-
-
-def _aapl(name: str) -> pd.DataFrame:
-    df = pd.read_csv(REAL / name)
-    ts = pd.to_datetime(df["Epoch"]).dt.tz_localize("UTC")
-    return pd.DataFrame(
-        {
-            "symbol": "AAPL",
-            "ts": ts,
-            "session": ts.dt.tz_convert("America/New_York").dt.date,
-            "open": df["Open"],
-            "high": df["High"],
-            "low": df["Low"],
-            "close": df["Close"],
-            "volume": df["Volume"].astype(np.int64),
-            "trade_count": pd.array([None] * len(df), dtype="Int64"),
-            "vwap": df["Close"] * 0 + np.nan,
-            "feed": "sip",
-            "run_id": "t",
-        }
-    )
 
 
 def test_views_equal_pure_adjustment_and_the_split_adjusted_file(warehouse: WarehouseResource) -> None:
-    raw = _aapl("aapl_2020_raw.csv")
-    warehouse.replace_partition(BARS_DAILY, raw, sessions=ALL_DATES, symbols=["AAPL"])
-    actions = pd.DataFrame(
-        [
-            ("AAPL", "forward_split", "2020-08-31", 4.0, 1.0, np.nan),
-            ("AAPL", "cash_dividend", "2020-08-07", None, None, 0.82),
-        ],
-        columns=["symbol", "type", "ex_date", "new_rate", "old_rate", "cash_amount"],
-    )
-    factors = adj.factor_table(actions, raw[["symbol", "session", "close"]]).assign(run_id="t")
-    warehouse.replace_partition(ADJUSTMENT_FACTORS, factors, sessions=ALL_DATES, symbols=["AAPL"])
+    raw, factors = store_aapl_2020(warehouse)
     cols = "symbol, session, open, high, low, close, volume"
     for view, mode in (("market.bars_daily_adjusted", "all"), ("market.bars_daily_split_adjusted", "split")):
         got = warehouse.read_frame(f"SELECT {cols} FROM {view} ORDER BY ts")
@@ -60,7 +27,7 @@ def test_views_equal_pure_adjustment_and_the_split_adjusted_file(warehouse: Ware
             assert got[c].to_numpy().tolist() == want[c].to_numpy().tolist(), (view, c)  # bit for bit
         assert got["volume"].tolist() == want["volume"].tolist()
     split = warehouse.read_frame(f"SELECT {cols} FROM market.bars_daily_split_adjusted ORDER BY ts")
-    expected = _aapl("aapl_2020_split_adjusted.csv")
+    expected = aapl_2020("aapl_2020_split_adjusted.csv")
     assert np.abs(split["close"] - expected["close"]).max() <= 0.5e-4 + 1e-12  # the file has 4 decimals
     assert split["volume"].tolist() == expected["volume"].tolist()
     assert warehouse.scalar(
@@ -115,7 +82,7 @@ def test_a_run_refreshes_the_factors_its_bars_and_actions_can_change_and_no_othe
     from market_assets.warehouse.queries.corporate_actions import factor_symbols
     from market_assets.warehouse.tables import CORPORATE_ACTIONS
 
-    raw = _aapl("aapl_2020_raw.csv")
+    raw = aapl_2020("aapl_2020_raw.csv")
     warehouse.replace_partition(BARS_DAILY, raw, sessions=ALL_DATES, symbols=["AAPL"])
     renamed = raw["session"] >= date(2020, 6, 1)  # FB until May 2020, META from June
     warehouse.replace_partition(BARS_DAILY, raw.loc[~renamed].assign(symbol="FB"), sessions=ALL_DATES, symbols=["FB"])
